@@ -1,0 +1,401 @@
+"""Search backends: document parsing, the simulator's per-row prompts and cache, BM25, the HTTP
+client's failure handling, and HF generation."""
+
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from zerosearch.prompts import format_documents
+from zerosearch.search import (
+    EMPTY_QUERY_DOCS,
+    UNAVAILABLE_DOCS,
+    BM25Search,
+    NoiseCurriculum,
+    OpenAISimulator,
+    SearchBackend,
+    SearchRequest,
+    SimulatorSearch,
+    clean_query,
+    parse_documents,
+)
+
+# --------------------------------------------------------------------------- parse / clean
+
+
+def test_parse_documents():
+    assert parse_documents(format_documents(["alpha one", "beta two", "gamma"])) == ["alpha one", "beta two", "gamma"]
+    text = "Sure! Here are documents.\nDoc 1: first doc\n\nDoc 2:   second\n  spans lines\nDoc 3:\nDoc 4: fourth"
+    assert parse_documents(text) == ["first doc", "second spans lines", "fourth"]
+    assert parse_documents("Doc 1: a Doc 2: b Doc 3: c", k=2) == ["a", "b"]
+    assert parse_documents("doc: x\nDocument 7. y\nDOC 2 - z") == ["x", "y", "z"]
+    assert parse_documents("just some prose without markers ") == ["just some prose without markers"]
+    assert parse_documents("   \n ") == []
+    assert parse_documents("") == []
+    assert parse_documents("Doc 1:   Doc 2: ") == []
+
+
+def test_clean_query():
+    assert clean_query("  who   wrote\n hamlet ") == "who wrote hamlet"
+    assert clean_query("   ") == ""
+    assert clean_query(None) == ""
+    assert clean_query("x" * 1000, max_chars=10) == "x" * 10
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+class EchoGenerate:
+    """Fake LLM: the 'document' is the prompt itself, so tests can see what each row was asked."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def __call__(self, prompts):
+        self.calls.append(list(prompts))
+        return [f"Doc 1: {p}" for p in prompts]
+
+
+def _requests(n, seed=0):
+    reqs = [
+        SearchRequest(
+            row_id=f"row{i}",
+            query=f"query about topic{i}",
+            question=f"Question{i}?",
+            golden_answers=[f"Answer{i}x", f"Alias{i}y"],
+        )
+        for i in range(n)
+    ]
+    random.Random(seed).shuffle(reqs)
+    return reqs
+
+
+def test_simulator_uses_each_rows_own_context():
+    gen = EchoGenerate()
+    sim = SimulatorSearch(gen, NoiseCurriculum(10, 0.5, 0.5), seed=1)
+    assert isinstance(sim, SearchBackend)
+    reqs = _requests(40)
+    results = sim.search(reqs, step=3)
+    assert len(gen.calls) == 1 and len(gen.calls[0]) == 40  # one batched call
+    assert [r.row_id for r in results] == [q.row_id for q in reqs]
+    kinds = set()
+    for req, res in zip(reqs, results):
+        i = req.row_id[3:]
+        doc = res.documents[0]
+        assert f"Question{i}?" in doc and f"topic{i} " in doc
+        others = [j for j in range(40) if str(j) != i]
+        assert not any(f"Question{j}?" in doc for j in others)
+        kinds.add(res.noisy)
+        if res.noisy:
+            assert "Noisy Output" in doc and f"Answer{i}x" not in doc
+        else:
+            assert "Useful Output" in doc and f"Answer{i}x, Alias{i}y" in doc
+        assert not res.fallback
+    assert kinds == {True, False}
+    st = sim.stats()
+    assert st["n_queries"] == 40 and st["n_noisy"] == sum(r.noisy for r in results)
+    assert st["leakage"] == 0.0
+
+
+def test_simulator_answer_in_noisy_switch_measures_leakage():
+    gen = EchoGenerate()
+    sim = SimulatorSearch(gen, NoiseCurriculum(10, 1.0, 1.0), answer_in_noisy=True)
+    results = sim.search(_requests(5))
+    assert all(r.noisy for r in results)
+    assert all(any(f"Answer{r.row_id[3:]}x" in d for d in r.documents) for r in results)
+    assert sim.stats()["leakage"] == 1.0
+
+
+def test_simulator_cache_and_empty_queries():
+    gen = EchoGenerate()
+    sim = SimulatorSearch(gen, None)
+    reqs = _requests(3) + [SearchRequest(row_id="empty", query="   \n", question="Q?", golden_answers=["a"])]
+    first = sim.search(reqs)
+    assert first[-1].documents == [EMPTY_QUERY_DOCS] and not first[-1].fallback
+    # the empty query never reached the LLM
+    assert all(p.split("Query: ")[1].split(" Useful Output")[0].strip() for p in gen.calls[0])
+    assert not any('"Q?"' in p for p in gen.calls[0])
+    assert len(gen.calls[0]) == 3
+    second = sim.search(list(reversed(reqs[:3])))
+    assert len(gen.calls) == 1  # all hits
+    assert [r.documents for r in second] == [r.documents for r in reversed(first[:3])]
+    # a duplicate inside one batch is generated once
+    dup = SearchRequest(row_id="d", query="new query", question="Qd", golden_answers=["z"])
+    dup2 = SearchRequest(row_id="d2", query="new   query", question="Qd", golden_answers=["z"])
+    out = sim.search([dup, dup2])
+    assert len(gen.calls[-1]) == 1 and out[0].documents == out[1].documents
+    assert [r.row_id for r in out] == ["d", "d2"]
+    st = sim.stats()
+    assert (st["cache_misses"], st["cache_hits"], st["n_empty"]) == (4, 4, 1)
+    # cache off: every call generates
+    sim0 = SimulatorSearch(gen, None, cache_size=0)
+    sim0.search(reqs[:2])
+    sim0.search(reqs[:2])
+    assert sim0.stats()["cache_hits"] == 0 and sim0.stats()["cache_misses"] == 4
+
+
+def test_simulator_failed_items_fall_back_and_are_not_cached():
+    calls = []
+
+    def gen(prompts):
+        calls.append(len(prompts))
+        return [RuntimeError("boom") if "topic1 " in p else ("" if "topic2 " in p else "Doc 1: ok") for p in prompts]
+
+    sim = SimulatorSearch(gen, None)
+    reqs = [SearchRequest(row_id=i, query=f"topic{i} q", question="q", golden_answers=["a"]) for i in range(3)]
+    res = sim.search(reqs)
+    assert [r.fallback for r in res] == [False, True, True]
+    assert res[1].documents == [UNAVAILABLE_DOCS] and "boom" in res[1].error
+    sim.search(reqs)
+    assert calls == [3, 2]  # the failures are retried next time, the success is cached
+    assert sim.stats()["fallbacks"] == 4
+
+
+# --------------------------------------------------------------------------- BM25
+
+
+def test_bm25_finds_passage(tmp_path):
+    corpus = [
+        "Paris is the capital and largest city of France.",
+        "The Nile is a major river flowing north through Africa.",
+        "Mount Everest is the highest mountain above sea level.",
+        "Python is a programming language created by Guido van Rossum.",
+        "The Great Wall of China stretches across northern China.",
+    ]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"d{i}", "contents": c}) for i, c in enumerate(corpus)) + "\n")
+    bm = BM25Search.from_jsonl(path, top_k=2)
+    assert bm.ids[3] == "d3"
+    reqs = [
+        SearchRequest(row_id=7, query="highest mountain"),
+        SearchRequest(row_id=8, query=""),
+        SearchRequest(row_id=9, query="who created the Python language"),
+        SearchRequest(row_id=10, query="capital of France"),
+    ]
+    res = bm.search(reqs)
+    assert [r.row_id for r in res] == [7, 8, 9, 10]
+    assert res[0].documents[0] == corpus[2] and len(res[0].documents) == 2
+    assert res[1].documents == [EMPTY_QUERY_DOCS]
+    assert res[2].documents[0] == corpus[3]
+    assert res[3].documents[0] == corpus[0]
+    assert len(BM25Search(corpus[:1], top_k=5).search([SearchRequest(0, "paris")])[0].documents) == 1
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible client
+
+
+class FakeServer:
+    """A local /v1/completions server with switchable faults and request/concurrency counters."""
+
+    def __init__(self):
+        self.mode = "ok"
+        self.delay = 0.0
+        self.requests = 0
+        self.inflight = 0
+        self.max_inflight = 0
+        self.fail_first = 0
+        self.lock = threading.Lock()
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with srv.lock:
+                    srv.requests += 1
+                    n = srv.requests
+                    srv.inflight += 1
+                    srv.max_inflight = max(srv.max_inflight, srv.inflight)
+                try:
+                    time.sleep(srv.delay)
+                    if srv.mode == "hang":
+                        time.sleep(1.0)
+                    if srv.mode == "500" or n <= srv.fail_first:
+                        return self._send(500, b"oops")
+                    if srv.mode == "400":
+                        return self._send(400, b"bad model")
+                    if srv.mode == "garbage":
+                        return self._send(200, b"{not json")
+                    query = body["prompt"].split("Query: ")[1].split(" Useful Output")[0]
+                    text = f" Doc 1: about {query}\nDoc 2: more on {query}"
+                    self._send(200, json.dumps({"choices": [{"text": text}]}).encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with srv.lock:
+                        srv.inflight -= 1
+
+            def _send(self, code, data):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.close()
+
+
+def _client(server, **kw):
+    kw.setdefault("timeout", 2.0)
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("max_retries", 2)
+    return OpenAISimulator(server.url, "sim", cache_size=0, **kw)
+
+
+def _qs(n):
+    return [SearchRequest(row_id=i, query=f"q{i}", question=f"Q{i}", golden_answers=[f"A{i}"]) for i in range(n)]
+
+
+def test_openai_normal(server):
+    sim = _client(server)
+    res = sim.search(_qs(4))
+    assert [r.row_id for r in res] == [0, 1, 2, 3]
+    assert [r.documents for r in res] == [[f"about q{i}", f"more on q{i}"] for i in range(4)]
+    assert not any(r.fallback for r in res)
+    assert server.requests == 4 and sim.stats()["http_attempts"] == 4
+
+
+def test_openai_retries_then_succeeds(server):
+    server.fail_first = 1
+    res = _client(server).search(_qs(1))
+    assert not res[0].fallback and server.requests == 2
+
+
+@pytest.mark.parametrize("mode, attempts_per_query", [("500", 3), ("garbage", 3), ("400", 1)])
+def test_openai_faults_fall_back_with_bounded_attempts(server, mode, attempts_per_query):
+    server.mode = mode
+    sim = _client(server, max_retries=2)
+    res = sim.search(_qs(2))
+    assert all(r.fallback and r.documents == [UNAVAILABLE_DOCS] and r.error for r in res)
+    assert [r.row_id for r in res] == [0, 1]
+    assert server.requests == 2 * attempts_per_query
+    assert sim.stats()["fallbacks"] == 2 and sim.stats()["http_failures"] == 2
+
+
+def test_openai_hanging_server_times_out(server):
+    server.mode = "hang"
+    sim = _client(server, timeout=0.2, max_retries=1)
+    t0 = time.monotonic()
+    res = sim.search(_qs(2))
+    assert time.monotonic() - t0 < 1.5
+    assert all(r.fallback for r in res)
+    assert server.requests == 4
+
+
+def test_openai_concurrency_bound(server):
+    server.delay = 0.15
+    sim = _client(server, concurrency=3)
+    res = sim.search(_qs(9))
+    assert not any(r.fallback for r in res)
+    assert server.requests == 9
+    assert 2 <= server.max_inflight <= 3
+
+
+def test_openai_dead_server():
+    sim = OpenAISimulator("http://127.0.0.1:9", "sim", timeout=0.5, max_retries=1, backoff=0.01)
+    res = sim.search(_qs(1))
+    assert res[0].fallback and res[0].error
+
+
+# --------------------------------------------------------------------------- HF generation
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    words = ["[PAD]", "[EOS]", "[UNK]"] + (
+        "the a cat dog sat ran on under mat house big red blue small paris france capital city river "
+        "who what is of in doc 1 2 3 : query useful noisy output"
+    ).split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    config = Qwen2Config(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=None,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    return model, tokenizer
+
+
+def test_generate_texts_greedy_matches_unbatched(tiny_lm):
+    from zerosearch.generation import generate_texts
+
+    model, tok = tiny_lm
+    prompts = ["the cat sat on", "paris is the capital of france and", "dog", "who is the big red"]
+    out = generate_texts(model, tok, prompts, max_new_tokens=6, do_sample=False, batch_size=3)
+    assert len(out) == 4
+    assert tok.padding_side == "right"  # restored
+    for p, o in zip(prompts, out):
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        ref = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=[1],
+        )
+        assert o == tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
+    assert any(out)  # something was generated
+
+
+def test_generate_texts_sampling_seeded(tiny_lm):
+    from zerosearch.generation import generate_texts
+
+    model, tok = tiny_lm
+    kw = dict(max_new_tokens=8, temperature=1.5, generator_seed=123)
+    a = generate_texts(model, tok, ["the cat", "a dog ran"], **kw)
+    b = generate_texts(model, tok, ["the cat", "a dog ran"], **kw)
+    assert a == b and len(a) == 2
+
+
+def test_hf_generate_fn_drives_simulator(tiny_lm):
+    from zerosearch.generation import generate_texts
+    from zerosearch.search import hf_generate_fn
+
+    model, tok = tiny_lm
+    fn = hf_generate_fn(model, tok, max_new_tokens=5, do_sample=False)
+    prompts = ["the cat sat", "who is paris"]
+    assert fn(prompts) == generate_texts(model, tok, prompts, max_new_tokens=5, do_sample=False)
+    sim = SimulatorSearch(fn, NoiseCurriculum(4, 0.5, 0.5), seed=0)
+    res = sim.search(
+        [
+            SearchRequest(row_id=5, query="paris", question="what is the capital of france", golden_answers=["paris"]),
+            SearchRequest(row_id=2, query="cat", question="who sat", golden_answers=["cat"]),
+        ]
+    )
+    assert [r.row_id for r in res] == [5, 2]
+    assert all(r.documents for r in res)

@@ -1,0 +1,80 @@
+"""Build the pieces of a run from its config: tokenizer, models, search backend, rollout runner.
+
+Everything is read from local paths (never a hub): the toy pipeline fills the paths with its own assets,
+a real run points them at Hugging Face checkpoints and Search-R1-layout data on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from zerosearch.config import RunConfig
+from zerosearch.rollout import RolloutRunner, RolloutSettings
+from zerosearch.sampler import HFSampler
+from zerosearch.search import BM25Search, NoiseCurriculum, OpenAISimulator, SimulatorSearch
+from zerosearch.search.simulator import hf_generate_fn
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _existing_dir(path: str, what: str) -> Path:
+    if not path:
+        raise ValueError(f"{what} is not set in the config")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what}: {p} does not exist (models and data are read from local paths only)")
+    return p
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
+    tok = PreTrainedTokenizerFast.from_pretrained(str(_existing_dir(path, "tokenizer path")))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu"):
+    if dtype not in _DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
+    model = AutoModelForCausalLM.from_pretrained(str(_existing_dir(path, "model path")), dtype=_DTYPES[dtype])
+    return model.to(device)
+
+
+def build_curriculum(cfg: RunConfig) -> NoiseCurriculum:
+    c = cfg.curriculum
+    return NoiseCurriculum(cfg.trainer.steps, c.p_start, c.p_end, c.base)
+
+
+def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulator=None, sim_tokenizer=None,
+                 cache_size: int = 0):
+    """The training-time search backend named by `simulator.backend`."""
+    s = cfg.simulator
+    if s.backend == "bm25":
+        return BM25Search.from_jsonl(_existing_dir(cfg.data.corpus_path, "data.corpus_path"), top_k=s.top_k)
+    if s.backend == "openai":
+        if not s.base_url:
+            raise ValueError("simulator.backend=openai needs simulator.base_url (e.g. http://localhost:8000/v1)")
+        return OpenAISimulator(s.base_url, s.model, timeout=s.timeout, max_retries=s.max_retries,
+                               concurrency=s.concurrency, curriculum=curriculum, seed=cfg.seed, top_k=s.top_k,
+                               temperature=s.temperature, max_tokens=s.max_new_tokens,
+                               answer_in_noisy=s.answer_in_noisy)
+    if s.backend == "simulator":
+        if simulator is None:
+            simulator = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device)
+            sim_tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.simulator_path)
+        gen = hf_generate_fn(simulator, sim_tokenizer, max_new_tokens=s.max_new_tokens, temperature=s.temperature)
+        return SimulatorSearch(gen, curriculum, top_k=s.top_k, seed=cfg.seed, answer_in_noisy=s.answer_in_noisy,
+                               cache_size=cache_size)
+    raise ValueError(f"simulator.backend must be simulator, bm25 or openai, not {s.backend!r}")
+
+
+def build_runner(cfg: RunConfig, policy, tokenizer, search, *, greedy: bool = False) -> RolloutRunner:
+    r = cfg.rollout
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampler = HFSampler(policy, pad, temperature=r.temperature, top_p=r.top_p, greedy=greedy)
+    settings = RolloutSettings(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens, max_context=r.max_context,
+                               max_query_chars=r.max_query_chars)
+    return RolloutRunner(tokenizer, sampler, search, settings)

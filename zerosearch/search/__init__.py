@@ -1,0 +1,34 @@
+"""Search backends: real BM25, the LLM simulator (local or served) and the noise curriculum."""
+
+from .base import (
+    EMPTY_QUERY_DOCS,
+    UNAVAILABLE_DOCS,
+    SearchBackend,
+    SearchRequest,
+    SearchResult,
+    clean_query,
+    empty_query_result,
+    unavailable_result,
+)
+from .bm25 import BM25Search
+from .curriculum import NoiseCurriculum, noise_probability
+from .openai_client import OpenAISimulator
+from .simulator import SimulatorSearch, hf_generate_fn, parse_documents
+
+__all__ = [
+    "EMPTY_QUERY_DOCS",
+    "UNAVAILABLE_DOCS",
+    "BM25Search",
+    "NoiseCurriculum",
+    "OpenAISimulator",
+    "SearchBackend",
+    "SearchRequest",
+    "SearchResult",
+    "SimulatorSearch",
+    "clean_query",
+    "empty_query_result",
+    "hf_generate_fn",
+    "noise_probability",
+    "parse_documents",
+    "unavailable_result",
+]

@@ -1,0 +1,1 @@
+"""The embedded toy world: invented knowledge base, word-level tokenizer and tiny Qwen2 models."""

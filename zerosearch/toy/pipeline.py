@@ -1,0 +1,149 @@
+"""`zerosearch toy`: the whole ZeroSearch recipe on the embedded toy world, end to end on a CPU.
+
+real search (BM25) → (query, documents) pairs labelled useful/noisy → SFT the simulator →
+warm-start the policy on the format → RL against the simulator with the noise curriculum →
+evaluate before/after with real search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from zerosearch.build import build_runner, build_search
+from zerosearch.config import RunConfig, save_config
+from zerosearch.data.qa import QAExample
+from zerosearch.evaluate import evaluate
+from zerosearch.search import BM25Search, NoiseCurriculum
+from zerosearch.sft import SimulatorPair, balance_pairs, sft_train, simulator_samples
+from zerosearch.toy.assets import ToyAssets, ensure_toy_assets
+from zerosearch.toy.trajectories import direct_answer_trajectory, search_trajectory
+from zerosearch.toy.world import ToyWorld, query_for
+from zerosearch.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ToySchedule:
+    """SFT budgets of the toy run (RL budgets live in the config's trainer section)."""
+
+    simulator_steps: int = 500
+    policy_steps: int = 300
+    batch_size: int = 16
+    simulator_lr: float = 2e-3
+    policy_lr: float = 2e-3
+    search_fraction: float = 0.5  # warm-start trajectories that search; the rest guess without searching
+
+    @classmethod
+    def fast(cls) -> ToySchedule:
+        return cls(simulator_steps=40, policy_steps=40)
+
+
+def _passage_of(world: ToyWorld, name: str) -> str:
+    return world.passages[[e.name for e in world.entities].index(name)]
+
+
+def collect_simulator_pairs(world: ToyWorld, bm25: BM25Search, examples: list[QAExample],
+                            rng: random.Random) -> list[SimulatorPair]:
+    """Useful pairs: real results for the right query. Noisy: real results for a query about another
+    entity, shown under the right query. Labels are checked: useful iff the needed passage is among them."""
+    names_by_kind: dict[str, list[str]] = {}
+    for e in world.entities:
+        names_by_kind.setdefault(e.kind, []).append(e.name)
+    kinds = {e.name: e.kind for e in world.entities}
+    pairs = []
+    for ex in examples:
+        for query, relation, name in zip(ex.meta["needed_queries"], ex.meta["relations"], ex.meta["entities"]):
+            needed = _passage_of(world, name)
+            other = rng.choice([n for n in names_by_kind[kinds[name]] if n != name])
+            for q in (query, query_for(relation, other)):
+                docs = [bm25.corpus[i] for i in bm25.retrieve([q])[0]]
+                pairs.append(SimulatorPair(query, ex.question, list(ex.golden_answers), docs, needed in docs))
+    return pairs
+
+
+def warm_start_samples(world: ToyWorld, bm25: BM25Search, examples: list[QAExample], rng: random.Random,
+                       search_fraction: float) -> list:
+    """Format-only warm start: some trajectories search (with real results), the others guess an answer
+    of the right type without searching, so RL has a better behaviour to discover."""
+    values_by_relation: dict[str, list[str]] = {}
+    for ex in examples:
+        values_by_relation.setdefault(ex.meta["template"], []).extend(ex.golden_answers)
+    samples = []
+    for ex in examples:
+        if rng.random() < search_fraction:
+            docs = [[bm25.corpus[i] for i in bm25.retrieve([q])[0]] for q in ex.meta["needed_queries"]]
+            samples.append(search_trajectory(ex, docs, rng=rng))
+        else:
+            guess = rng.choice(values_by_relation[ex.meta["template"]])
+            samples.append(direct_answer_trajectory(ex, guess, rng=rng))
+    return samples
+
+
+def _table(before: dict, after: dict) -> str:
+    lines = [f"{'':24s}{'EM':>8s}{'cover-EM':>10s}{'F1':>8s}{'searches':>10s}"]
+    for name, s in (("warm-start (before RL)", before), ("after RL", after)):
+        a = s["average"]
+        lines.append(f"{name:24s}{a['em']:8.3f}{a['cover_em']:10.3f}{a['f1']:8.3f}{a['searches']:10.2f}")
+    return "\n".join(lines)
+
+
+def run_toy(cfg: RunConfig, *, resume: bool = False, fast: bool = False, progress: bool = True,
+            schedule: ToySchedule | None = None) -> dict:
+    """Run every stage; stages whose outputs exist in out_dir are reused when resuming."""
+    sched = schedule or (ToySchedule.fast() if fast else ToySchedule())
+    if fast:
+        cfg.trainer.steps = min(cfg.trainer.steps, 4)
+        cfg.data.max_test_examples = min(cfg.data.max_test_examples or 40, 40)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    assets: ToyAssets = ensure_toy_assets(cfg.cache_dir, seed=cfg.seed)
+    world, tok = assets.load_world(), assets.load_tokenizer()
+    bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=cfg.simulator.top_k)
+    rng = random.Random(cfg.seed)
+    from transformers import Qwen2ForCausalLM
+
+    sim_dir, warm_dir = out / "simulator", out / "policy-warm"
+    if resume and (sim_dir / "config.json").exists():
+        simulator = Qwen2ForCausalLM.from_pretrained(sim_dir)
+    else:
+        pairs = balance_pairs(collect_simulator_pairs(world, bm25, world.train, rng), seed=cfg.seed)
+        log.info("simulator SFT on %d balanced pairs", len(pairs))
+        simulator = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir)
+        sft_train(simulator, tok, simulator_samples(pairs), steps=sched.simulator_steps, batch_size=sched.batch_size,
+                  lr=sched.simulator_lr, append_eos=True, seed=cfg.seed, device=cfg.device, progress=progress,
+                  desc="simulator sft")
+        simulator.save_pretrained(sim_dir)
+    if resume and (warm_dir / "config.json").exists():
+        policy = Qwen2ForCausalLM.from_pretrained(warm_dir)
+    else:
+        samples = warm_start_samples(world, bm25, world.train, rng, sched.search_fraction)
+        policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
+        sft_train(policy, tok, samples, steps=sched.policy_steps, batch_size=sched.batch_size, lr=sched.policy_lr,
+                  seed=cfg.seed, device=cfg.device, progress=progress, desc="policy warm-start")
+        policy.save_pretrained(warm_dir)
+
+    test = world.test[: cfg.data.max_test_examples or None]
+    before = evaluate(build_runner(cfg, policy, tok, bm25, greedy=True), test,
+                      out_jsonl=out / "eval-before.jsonl", progress=progress, desc="eval before RL")
+    curriculum = NoiseCurriculum(cfg.trainer.steps, cfg.curriculum.p_start, cfg.curriculum.p_end,
+                                 cfg.curriculum.base)
+    sim_search = build_search(cfg, curriculum=curriculum, simulator=simulator, sim_tokenizer=tok)
+    trainer = Trainer(cfg, policy, tok, build_runner(cfg, policy, tok, sim_search), world.train,
+                      curriculum=curriculum)
+    if resume:
+        trainer.resume()
+    trainer.fit(progress=progress)
+    policy.save_pretrained(out / "policy-rl")
+    after = evaluate(build_runner(cfg, policy, tok, bm25, greedy=True), test,
+                     out_jsonl=out / "eval-after.jsonl", progress=progress, desc="eval after RL")
+    summary = {"before": before, "after": after, "simulator": sim_search.stats()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\nHeld-out toy questions, greedy, real BM25 search:\n" + _table(before, after))
+    print(f"\nmetrics: {out / 'metrics.jsonl'}  plot: {out / 'training.png'}")
+    return summary

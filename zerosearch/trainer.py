@@ -1,0 +1,320 @@
+"""The RL step loop: curriculum → rollouts against the simulator → rewards → advantages → PPO epochs.
+
+GRPO (default), PPO (critic + GAE) and REINFORCE++ share one loop; they differ only in how advantages
+are made and where the KL term goes (loss for GRPO, reward for PPO / REINFORCE++, DESIGN §1).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from zerosearch import algos
+from zerosearch.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from zerosearch.config import RunConfig
+from zerosearch.data.qa import QAExample
+from zerosearch.metrics import MetricsLogger, plot_training
+from zerosearch.ops import masked_pg_loss, policy_loss_mask
+from zerosearch.policy import (
+    Batch,
+    ValueModel,
+    decoder_of,
+    last_hidden,
+    lm_head_weight,
+    make_batch,
+    sequence_logprobs,
+)
+from zerosearch.reward import score_response
+from zerosearch.rollout import RolloutRunner, Trajectory
+from zerosearch.search.curriculum import NoiseCurriculum
+from zerosearch.span_mask import info_span_mask
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised (with the offending batch saved) when trainer.on_nonfinite = stop."""
+
+
+@dataclass
+class DataStream:
+    """Seeded epoch-wise shuffling with a resumable position: the data order survives --resume."""
+
+    size: int
+    seed: int
+    epoch: int = 0
+    pos: int = 0
+    _order: list[int] = field(default_factory=list, repr=False)
+
+    def _perm(self) -> list[int]:
+        return np.random.RandomState(self.seed + self.epoch).permutation(self.size).tolist()
+
+    def next(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            if not self._order:
+                self._order = self._perm()
+            if self.pos >= self.size:
+                self.epoch, self.pos, self._order = self.epoch + 1, 0, []
+                continue
+            out.append(self._order[self.pos])
+            self.pos += 1
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos, self._order = state["epoch"], state["pos"], []
+
+
+def policy_text(traj: Trajectory, tokenizer) -> str:
+    """Only what the policy wrote: the answer is never read from prompts or search results."""
+    ids = [t for t, m in zip(traj.response_ids, traj.loss_mask) if m]
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def score_trajectories(trajs: list[Trajectory], tokenizer) -> list[dict[str, float]]:
+    return [score_response(policy_text(t, tokenizer), t.example.golden_answers) for t in trajs]
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """Linear warm-up to the base learning rate, then constant (the paper's actor schedule)."""
+    return min(1.0, (step + 1) / max(1, warmup))
+
+
+class Trainer:
+    """Owns the policy, reference, optional critic, optimisers and the run directory."""
+
+    def __init__(self, cfg: RunConfig, policy, tokenizer, runner: RolloutRunner, train: list[QAExample],
+                 *, curriculum: NoiseCurriculum | None = None) -> None:
+        self.cfg, self.tc = cfg, cfg.trainer
+        self.device = torch.device(cfg.device)
+        self.policy = policy.to(self.device)
+        self.tokenizer = tokenizer
+        self.runner = runner
+        self.train = train
+        self.curriculum = curriculum or NoiseCurriculum(
+            self.tc.steps, cfg.curriculum.p_start, cfg.curriculum.p_end, cfg.curriculum.base)
+        self.ref = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
+        self.critic = None
+        if self.tc.algo == "ppo":
+            body = copy.deepcopy(decoder_of(policy))
+            self.critic = ValueModel(body, policy.config.hidden_size).to(self.device)
+        if self.tc.algo not in ("grpo", "ppo", "reinforce_pp"):
+            raise ValueError(f"trainer.algo must be grpo, ppo or reinforce_pp, not {self.tc.algo!r}")
+        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: warmup_factor(s, self.tc.warmup_steps))
+        self.critic_opt = (torch.optim.AdamW(self.critic.parameters(), lr=self.tc.critic_lr)
+                           if self.critic is not None else None)
+        self.data = DataStream(len(train), cfg.seed)
+        self.step = 0
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLogger(self.out / "metrics.jsonl")
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else tokenizer.eos_token_id
+        self.info_ids = ([runner.tags.info_open], [runner.tags.info_close])
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "policy": self.policy.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "data": self.data.state(),
+            "rng": rng_state(),
+        }
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+            state["critic_opt"] = self.critic_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.data.load(state["data"])
+        set_rng_state(state["rng"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_opt.load_state_dict(state["critic_opt"])
+        self.step = state["step"]
+
+    def resume(self) -> bool:
+        """Restore the newest complete checkpoint and drop metrics logged after it."""
+        ckpt = latest_checkpoint(self.out / "checkpoints")
+        if ckpt is None:
+            return False
+        self.load_state_dict(load_checkpoint(ckpt))
+        self.metrics.truncate_after(self.step - 1)
+        log.info("resumed from %s (next step %d)", ckpt, self.step)
+        return True
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.out / "checkpoints", self.step, self.state_dict(), keep=self.tc.keep_checkpoints)
+
+    # ---------------------------------------------------------------- loop
+    def fit(self, *, progress: bool = True) -> list[dict[str, Any]]:
+        rows = []
+        bar = tqdm(total=self.tc.steps, initial=self.step, desc="rl", disable=not progress, dynamic_ncols=True)
+        while self.step < self.tc.steps:
+            row = self.train_step()
+            rows.append(row)
+            self.metrics.log(row)
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward']:.3f}", p=f"{row['noise_p']:.2f}")
+            if self.tc.checkpoint_every and (self.step % self.tc.checkpoint_every == 0 or self.step == self.tc.steps):
+                self.checkpoint()
+        bar.close()
+        plot_training(self.out / "metrics.jsonl", self.out / "training.png")
+        return rows
+
+    def _seed_step(self) -> None:
+        """Per-step seeding makes a resumed run sample exactly what the uninterrupted run sampled."""
+        seed = self.cfg.seed * 1_000_003 + self.step
+        torch.manual_seed(seed)
+        reseed = getattr(self.runner.search, "reseed", None)
+        if reseed is not None:
+            reseed(seed)
+
+    def train_step(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self._seed_step()
+        examples = [self.train[i] for i in self.data.next(self.tc.batch_questions)]
+        self.policy.eval()
+        trajs = self.runner.run(examples, self.cfg.rollout.n_samples, step=self.step)
+        t_roll = time.perf_counter() - t0
+        scores = score_trajectories(trajs, self.tokenizer)
+        reward = torch.tensor([s["f1"] for s in scores], dtype=torch.float32)
+        batch = make_batch([t.prompt_ids for t in trajs], [t.response_ids for t in trajs],
+                           [t.loss_mask for t in trajs], self.pad_id).to(self.device)
+        # One mask everywhere (DESIGN §2.5): policy tokens minus anything inside <information> spans.
+        info = info_span_mask(batch.ids.cpu(), *self.info_ids, pad_id=None)[:, 1:].to(self.device)
+        batch = Batch(batch.ids, batch.attn, policy_loss_mask(batch.mask, info))
+        with torch.no_grad():
+            temp = self.cfg.rollout.temperature
+            old_lp = sequence_logprobs(self.policy, batch.ids, batch.attn, batch.mask, temperature=temp)
+            ref_lp = sequence_logprobs(self.ref, batch.ids, batch.attn, batch.mask, temperature=temp)
+            adv, returns, values = self._advantages(batch, reward, old_lp, ref_lp, trajs)
+        self.policy.train()
+        upd = self._update(batch, old_lp, ref_lp, adv, returns, values)
+        policy_tokens = batch.mask.sum(1).float()
+        n_queries = sum(len(t.noisy) for t in trajs)
+        row = {
+            "step": self.step,
+            "reward": reward.mean().item(),
+            "f1": reward.mean().item(),
+            "em": float(np.mean([s["em"] for s in scores])),
+            "cover_em": float(np.mean([s["cover_em"] for s in scores])),
+            "answered": float(np.mean([s["has_answer"] for s in scores])),
+            "noise_p": self.curriculum.probability(self.step),
+            "noisy_frac": (sum(sum(t.noisy) for t in trajs) / n_queries) if n_queries else 0.0,
+            "searches": float(np.mean([t.n_searches for t in trajs])),
+            "invalid_actions": float(np.mean([t.invalid_actions for t in trajs])),
+            "fallbacks": sum(t.fallbacks for t in trajs),
+            "response_len": policy_tokens.mean().item(),
+            "lr": self.sched.get_last_lr()[0],
+            "rollout_s": t_roll,
+            **upd,
+        }
+        self.sched.step()
+        row["step_s"] = time.perf_counter() - t0
+        return row
+
+    def _advantages(self, batch: Batch, reward: torch.Tensor, old_lp, ref_lp, trajs):
+        mask, tc = batch.mask, self.tc
+        reward = reward.to(self.device)
+        values = returns = None
+        if tc.algo == "grpo":
+            adv = algos.grpo_advantages(reward, [t.group_id for t in trajs]).to(self.device)
+            adv = adv[:, None].expand_as(old_lp) * mask
+            return adv, None, None
+        kl = (old_lp - ref_lp) * mask
+        token_rewards = algos.token_level_rewards(reward, mask, kl=kl, kl_coef=tc.kl_coef)
+        if tc.algo == "ppo":
+            values = self.critic(batch.ids, batch.attn) * mask
+            adv, returns = algos.gae(token_rewards, values, mask, gamma=tc.gamma, lam=tc.lam)
+            adv = algos.masked_whiten(adv, mask) * mask
+        else:
+            adv, returns = algos.reinforce_pp_advantages(token_rewards, mask, gamma=tc.gamma)
+        return adv, returns, values
+
+    def _update(self, batch: Batch, old_lp, ref_lp, adv, returns, values) -> dict[str, float]:
+        tc = self.tc
+        n = batch.ids.shape[0]
+        kl_in_loss = tc.kl_coef if tc.algo == "grpo" else 0.0
+        stats: dict[str, list[float]] = {}
+        skipped = 0
+        for _ in range(tc.ppo_epochs):
+            order = torch.randperm(n)
+            for rows in order.chunk(max(1, min(tc.mini_batches, n))):
+                rows = rows.to(self.device)
+                mb = batch.select(rows)
+                width = int(mb.attn.sum(1).max().item())  # trim right padding of this mini-batch
+                mb = Batch(mb.ids[:, :width], mb.attn[:, :width], mb.mask[:, : width - 1])
+                hidden = last_hidden(self.policy, mb.ids, mb.attn)[:, :-1]
+                loss, m = masked_pg_loss(
+                    hidden, lm_head_weight(self.policy), mb.ids[:, 1:], old_lp[rows, : width - 1],
+                    adv[rows, : width - 1], mb.mask, ref_logprobs=ref_lp[rows, : width - 1],
+                    clip_low=tc.clip_low, clip_high=tc.clip_high, dual_clip=tc.dual_clip,
+                    kl_coef=kl_in_loss, kl_type=tc.kl_type, entropy_coef=tc.entropy_coef,
+                    temperature=self.cfg.rollout.temperature, agg=tc.agg)
+                if not torch.isfinite(loss):
+                    skipped += 1
+                    self._non_finite(mb, loss)
+                    continue
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tc.grad_clip)
+                if not torch.isfinite(gnorm):
+                    skipped += 1
+                    self._non_finite(mb, gnorm)
+                    self.opt.zero_grad(set_to_none=True)
+                    continue
+                self.opt.step()
+                for k, v in m.items():
+                    stats.setdefault(k, []).append(float(v))
+                stats.setdefault("grad_norm", []).append(gnorm.item())
+                stats.setdefault("loss", []).append(loss.item())
+                if self.critic is not None:
+                    stats.setdefault("value_loss", []).append(self._critic_step(mb, rows, width, returns, values))
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["skipped_updates"] = skipped
+        return out
+
+    def _critic_step(self, mb: Batch, rows, width: int, returns, values) -> float:
+        new_values = self.critic(mb.ids, mb.attn)
+        loss = algos.value_loss(new_values, values[rows, : width - 1], returns[rows, : width - 1], mb.mask,
+                                clip=self.tc.value_clip)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.tc.grad_clip)
+        self.critic_opt.step()
+        return loss.item()
+
+    def _non_finite(self, mb: Batch, value: torch.Tensor) -> None:
+        if self.tc.on_nonfinite == "stop":
+            path = self.out / f"nonfinite-step{self.step}.pt"
+            torch.save({"ids": mb.ids.cpu(), "attn": mb.attn.cpu(), "mask": mb.mask.cpu()}, path)
+            raise NonFiniteLossError(f"non-finite loss/grad ({value}) at step {self.step}; batch saved to {path}")
+        log.warning("non-finite loss/grad (%s) at step %d: update skipped", value, self.step)
+
+
