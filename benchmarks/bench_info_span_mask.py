@@ -46,6 +46,9 @@ def make_tokens(rows: int, length: int, dtype: torch.dtype, seed: int = 0) -> to
     return tokens.to(dtype)
 
 
+_PROFILER_WARM: list[bool] = []
+
+
 def _torch_cpu_peak(prof: torch.profiler.profile) -> int:
     """Peak of live torch CPU allocations from a memory profile.
 
@@ -78,6 +81,10 @@ def peak_bytes(fn: Callable[[], torch.Tensor], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
+    if not _PROFILER_WARM:  # the first profile imports modules, which tracemalloc would count
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True):
+            torch.zeros(1)
+        _PROFILER_WARM.append(True)
     tracemalloc.start()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()

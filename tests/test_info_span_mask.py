@@ -144,15 +144,12 @@ def test_reference_invariants(case) -> None:
     marks = info_span_mask_reference(tokens, open_ids, close_ids, pad_id)[0].tolist()
     if pad_id is not None:
         assert not any(m for m, t in zip(marks, row) if t == pad_id)
-    first_open = next(
-        (i for i in range(len(row)) if row[i : i + len(open_ids)] == open_ids), None
-    )
+    first_open = next((i for i in range(len(row)) if row[i : i + len(open_ids)] == open_ids), None)
     if first_open is None:
         assert not any(marks)
     else:
         assert not any(marks[:first_open])
-        assert all(m or t == pad_id for m, t in zip(marks[first_open : first_open + len(open_ids)],
-                                                    row[first_open:]))
+        assert all(m or t == pad_id for m, t in zip(marks[first_open : first_open + len(open_ids)], row[first_open:]))
 
 
 @needs_op

@@ -37,6 +37,12 @@ def _inputs(shape, h, v, dtype=torch.float32, scale=1.0, seed=0):
     return hidden, weight, targets
 
 
+def _upstream(shape, seed=1):
+    """Deterministic random upstream gradients (fresh inputs per test, independent of test order)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
 def _reference(hidden, weight, targets, temperature, mask=None):
     """float64 logp/entropy and their grads w.r.t. (hidden, weight) for upstream grads (g_lp, g_ent)."""
     h64 = hidden.detach().double().requires_grad_()
@@ -68,7 +74,7 @@ def test_values_and_grads_with_entropy(impl, shape, h, v, temperature):
     hidden, weight, targets = _inputs(shape, h, v, seed=len(shape) * 100 + v)
     lp, ent = token_logprobs(hidden, weight, targets, temperature=temperature, with_entropy=True)
     assert lp.dtype == torch.float32 and lp.shape == targets.shape and ent.shape == targets.shape
-    g_lp, g_ent = torch.randn(shape), torch.randn(shape)
+    g_lp, g_ent = _upstream(shape)
     (lp * g_lp + ent * g_ent).sum().backward()
 
     rlp, rent, h64, w64 = _reference(hidden, weight, targets, temperature)
@@ -83,7 +89,7 @@ def test_logp_only(impl):
     hidden, weight, targets = _inputs((2, 7), 20, 37, seed=3)
     lp = token_logprobs(hidden, weight, targets, temperature=0.9)
     assert isinstance(lp, torch.Tensor)
-    g = torch.randn(2, 7)
+    g, _ = _upstream((2, 7))
     (lp * g).sum().backward()
     rlp, _, h64, w64 = _reference(hidden, weight, targets, 0.9)
     (rlp * g.double()).sum().backward()
@@ -100,7 +106,7 @@ def test_masked_rows_are_skipped(impl):
     targets = torch.where(mask, targets, torch.full_like(targets, -100))  # padding ids are never read
     lp, ent = token_logprobs(hidden, weight, targets, temperature=0.8, with_entropy=True, mask=mask)
     assert (lp[~mask] == 0).all() and (ent[~mask] == 0).all()
-    g_lp, g_ent = torch.randn(3, 6), torch.randn(3, 6)
+    g_lp, g_ent = _upstream((3, 6))
     (lp * g_lp + ent * g_ent).sum().backward()
     assert (hidden.grad[~mask] == 0).all()
 
@@ -125,7 +131,7 @@ def test_all_masked(impl):
 def test_large_logits(impl):
     hidden, weight, targets = _inputs((12,), 32, 101, scale=100.0, seed=9)
     lp, ent = token_logprobs(hidden, weight, targets, temperature=0.5, with_entropy=True)
-    g_lp, g_ent = torch.randn(12), torch.randn(12)
+    g_lp, g_ent = torch.randn(2, 12, generator=torch.Generator().manual_seed(2))
     (lp * g_lp + ent * g_ent).sum().backward()
     rlp, rent, h64, w64 = _reference(hidden, weight, targets, 0.5)
     (rlp * g_lp.double() + rent * g_ent.double()).sum().backward()
@@ -133,15 +139,17 @@ def test_large_logits(impl):
     scale = rlp.abs().max().item()
     _check(lp, rlp, 1e-5, 1e-6 * scale, "logp")
     _check(ent, rent, 1e-4, 1e-4, "entropy")
-    _check(hidden.grad, h64.grad, 1e-3, 1e-4 * h64.grad.abs().max().item(), "grad hidden")
-    _check(weight.grad, w64.grad, 1e-3, 1e-4 * w64.grad.abs().max().item(), "grad weight")
+    # The backward recomputes the logits with a torch matmul while lse comes from the forward (kernel or
+    # torch): with |z| ~ 3e3 their fp32 rounding differs by ~eps32 * |z| ~ 4e-4, relative to the largest grad.
+    _check(hidden.grad, h64.grad, 1e-3, 2e-3 * h64.grad.abs().max().item(), "grad hidden")
+    _check(weight.grad, w64.grad, 1e-3, 2e-3 * w64.grad.abs().max().item(), "grad weight")
 
 
 def test_fp16_inputs(impl):
     hidden, weight, targets = _inputs((2, 8), 40, 37, dtype=torch.float16, seed=11)
     lp, ent = token_logprobs(hidden, weight, targets, temperature=1.1, with_entropy=True)
     assert lp.dtype == torch.float32
-    g_lp, g_ent = torch.randn(2, 8), torch.randn(2, 8)
+    g_lp, g_ent = _upstream((2, 8))
     (lp * g_lp + ent * g_ent).sum().backward()
     assert hidden.grad.dtype == torch.float16 and weight.grad.dtype == torch.float16
     # the reference sees the same fp16 values; only the accumulation / output rounding differ

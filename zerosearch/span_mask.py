@@ -154,7 +154,5 @@ def policy_loss_mask(response_mask: torch.Tensor, info_mask: torch.Tensor) -> to
             f"{tuple(response_mask.shape)} and {tuple(info_mask.shape)}"
         )
     if response_mask.device != info_mask.device:
-        raise ValueError(
-            f"response_mask is on {response_mask.device} but info_mask is on {info_mask.device}"
-        )
+        raise ValueError(f"response_mask is on {response_mask.device} but info_mask is on {info_mask.device}")
     return response_mask.bool() & ~info_mask.bool()
