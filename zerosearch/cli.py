@@ -56,12 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--save", required=True, help="directory for the fine-tuned simulator")
 
-    p = sub.add_parser("simulate", help="print the simulator's documents for one query")
+    p = sub.add_parser("simulate", help="print the simulator's documents for one query, or serve the simulator",
+                       description="Print the simulator's documents for one query (--query), or, with --serve, "
+                       "serve model.simulator_path as an OpenAI-compatible /v1/completions server that "
+                       "`simulator.backend=openai` runs can use (see SECURITY.md).")
     _add_common(p)
-    p.add_argument("--query", required=True)
+    p.add_argument("--query", help="the search query (required unless --serve)")
     p.add_argument("--question", default="")
     p.add_argument("--answer", action="append", default=[], help="gold answer (repeatable)")
     p.add_argument("--noisy", action="store_true", help="ask for noisy documents instead of useful ones")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the simulator over HTTP (POST /v1/completions, GET /v1/models, GET /health)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="--serve: address to bind (default 127.0.0.1; anything else is reachable from other hosts)")
+    p.add_argument("--port", type=int, default=8000, help="--serve: port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-concurrency", type=int, default=4,
+                   help="--serve: completion requests handled at once; more get HTTP 503 (default 4)")
     return parser
 
 
@@ -148,6 +158,13 @@ def cmd_sft(cfg: RunConfig, args, progress: bool) -> int:
 
 
 def cmd_simulate(cfg: RunConfig, args, progress: bool) -> int:
+    if args.serve:
+        from zerosearch.server import serve
+
+        serve(cfg, host=args.host, port=args.port, max_concurrency=args.max_concurrency)
+        return 0
+    if not args.query:
+        raise ValueError("--query is required (or use --serve)")
     from zerosearch.build import build_search
     from zerosearch.search import SearchRequest
 
