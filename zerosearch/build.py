@@ -12,10 +12,11 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from zerosearch.config import RunConfig
+from zerosearch.engine.sampler import EngineSampler, engine_generate_texts
+from zerosearch.generation import generate_texts
 from zerosearch.rollout import RolloutRunner, RolloutSettings
 from zerosearch.sampler import HFSampler
 from zerosearch.search import BM25Search, NoiseCurriculum, OpenAISimulator, SimulatorSearch
-from zerosearch.search.simulator import hf_generate_fn
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -65,16 +66,29 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
         if simulator is None:
             simulator = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device)
             sim_tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.simulator_path)
-        gen = hf_generate_fn(simulator, sim_tokenizer, max_new_tokens=s.max_new_tokens, temperature=s.temperature)
+        generate = _generator(s.engine)
+
+        def gen(prompts: list[str]) -> list[str]:
+            return generate(simulator, sim_tokenizer, prompts, max_new_tokens=s.max_new_tokens,
+                            temperature=s.temperature)
+
         return SimulatorSearch(gen, curriculum, top_k=s.top_k, seed=cfg.seed, answer_in_noisy=s.answer_in_noisy,
                                cache_size=cache_size)
     raise ValueError(f"simulator.backend must be simulator, bm25 or openai, not {s.backend!r}")
 
 
+def _generator(name: str):
+    if name not in ("engine", "hf"):
+        raise ValueError(f"engine must be 'engine' or 'hf', not {name!r}")
+    return engine_generate_texts if name == "engine" else generate_texts
+
+
 def build_runner(cfg: RunConfig, policy, tokenizer, search, *, greedy: bool = False) -> RolloutRunner:
     r = cfg.rollout
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampler = HFSampler(policy, pad, temperature=r.temperature, top_p=r.top_p, greedy=greedy)
+    _generator(r.engine)  # validates the name
+    sampler_cls = EngineSampler if r.engine == "engine" else HFSampler
+    sampler = sampler_cls(policy, pad, temperature=r.temperature, top_p=r.top_p, greedy=greedy)
     settings = RolloutSettings(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens, max_context=r.max_context,
                                max_query_chars=r.max_query_chars)
     return RolloutRunner(tokenizer, sampler, search, settings)

@@ -41,6 +41,7 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_query_chars: int = 256
+    engine: str = "engine"  # engine (zerosearch.engine, fast) | hf (transformers generate)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class SimulatorConfig:
     timeout: float = 30.0
     max_retries: int = 3
     concurrency: int = 8
+    engine: str = "engine"  # engine | hf: how a local simulator model generates
 
 
 @dataclass
