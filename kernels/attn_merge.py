@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-
-    HAVE_TRITON = True
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
-    HAVE_TRITON = False
+from ._triton import HAVE_TRITON, tl, triton
 
 __all__ = ["HAVE_TRITON", "merge_partials_reference", "merge_partials"]
 

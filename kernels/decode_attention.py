@@ -21,15 +21,7 @@ import os
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-
-    HAVE_TRITON = True
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
-    HAVE_TRITON = False
+from ._triton import HAVE_TRITON, tl, triton
 
 __all__ = ["HAVE_TRITON", "attention_partial_reference", "split_kv_attention"]
 

@@ -25,15 +25,7 @@ import os
 
 import torch
 
-try:  # the reference must stay importable where Triton is missing
-    import triton
-    import triton.language as tl
-
-    HAVE_TRITON = True
-except ImportError:  # pragma: no cover - depends on the environment
-    triton = None
-    tl = None
-    HAVE_TRITON = False
+from ._triton import HAVE_TRITON, tl, triton
 
 __all__ = ["HAVE_TRITON", "token_logprobs_reference", "triton_forward", "triton_dlogits_"]
 
