@@ -2,27 +2,32 @@
 
 Workload: ``batch`` queries that share a ``prefix``-token prompt head (the simulator template), each with a
 few own tokens, ``new`` sampled tokens each (no early stop, so both sides do the same work). Reports
-tokens/s, the speed-up, peak memory, and on CUDA the fraction of the memory-bandwidth limit reached
-(bytes a decode step must read — weights + KV — divided by a measured device copy bandwidth).
+tokens/s, time and peak-memory ratios engine / HF (measured by ``_harness``, in one process), and on CUDA
+the fraction of the memory-bandwidth limit reached (bytes a decode step must read — weights + KV — divided
+by a measured device copy bandwidth). Before timing, greedy continuations of both are compared on a float32
+copy of the model (sampled tokens differ by random stream, so they cannot be compared directly).
 
 CPU default: the toy Qwen2 policy size (hidden 128, 3 layers, vocab ~700) at batch 64, prefix 100, 40 new.
-``--out FILE`` writes the numbers as JSON. Each method runs in a fresh subprocess so peak RSS is its own.
+``--out FILE`` writes the numbers as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import subprocess
-import sys
+import copy
 import time
 
 import torch
+from _harness import Table, common_parser, compare, resolve_device, write_json
+
+from zerosearch.engine import GenerationEngine, SamplingParams
+from zerosearch.models import LeanCausalLM
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MIN_GREEDY_AGREEMENT = 0.9  # fp32 near-ties can flip an argmax and change the rest of that row
 
 
-def _model(args):
+def _model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(
@@ -31,72 +36,53 @@ def _model(args):
         max_position_embeddings=4096, tie_word_embeddings=False,
     )  # fmt: skip
     torch.manual_seed(0)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    return Qwen2ForCausalLM(cfg).to(args.device, dtype).eval()
+    return Qwen2ForCausalLM(cfg).to(device, DTYPES[args.dtype]).eval()
 
 
-def _prompts(args) -> list[list[int]]:
+def _prompts(args: argparse.Namespace) -> list[list[int]]:
     g = torch.Generator().manual_seed(1)
     prefix = torch.randint(3, args.vocab, (args.prefix,), generator=g).tolist()
     return [prefix + torch.randint(3, args.vocab, (int(k),), generator=g).tolist()
             for k in torch.randint(4, 12, (args.batch,), generator=g)]  # fmt: skip
 
 
-def _run_hf(model, prompts, args) -> None:
+@torch.inference_mode()
+def run_hf(model: torch.nn.Module, prompts: list[list[int]], new: int, greedy: bool = False) -> list[list[int]]:
+    """HF generate on left-padded prompts; returns the new tokens per row."""
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
     att = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
         ids[i, width - len(p) :] = torch.tensor(p)
         att[i, width - len(p) :] = 1
-    model.generate(
-        input_ids=ids.to(args.device), attention_mask=att.to(args.device), max_new_tokens=args.new,
-        min_new_tokens=args.new, do_sample=True, temperature=0.8, top_p=1.0, top_k=0, pad_token_id=0,
-    )  # fmt: skip
+    dev = next(model.parameters()).device
+    sample = {} if greedy else dict(do_sample=True, temperature=0.8, top_p=1.0, top_k=0)
+    out = model.generate(input_ids=ids.to(dev), attention_mask=att.to(dev), max_new_tokens=new, min_new_tokens=new,
+                         pad_token_id=0, **sample)  # fmt: skip
+    return out[:, width:].tolist()
 
 
-def _run_engine(model, prompts, args) -> None:
-    from zerosearch.engine import GenerationEngine, SamplingParams
-    from zerosearch.models import LeanCausalLM
-
-    GenerationEngine(LeanCausalLM.from_hf(model), cuda_graph=not args.no_graph).generate(
-        prompts, max_new_tokens=args.new, sampling=SamplingParams(temperature=0.8), shared_prefix=not args.no_prefix
-    )
-
-
-def _sync(args):
-    if args.device == "cuda":
-        torch.cuda.synchronize()
+def run_engine(model: torch.nn.Module, prompts: list[list[int]], new: int, args: argparse.Namespace,
+               greedy: bool = False) -> list[list[int]]:  # fmt: skip
+    """The engine as the sampler uses it (built per call, like `EngineSampler`); returns the new tokens."""
+    params = SamplingParams(greedy=True) if greedy else SamplingParams(temperature=0.8)
+    engine = GenerationEngine(LeanCausalLM.from_hf(model), cuda_graph=not args.no_graph)
+    return engine.generate(prompts, max_new_tokens=new, sampling=params, shared_prefix=not args.no_prefix).token_ids
 
 
-def worker(args) -> dict:
-    torch.set_num_threads(args.threads)
-    model = _model(args)
-    prompts = _prompts(args)
-    fn = _run_hf if args.worker == "hf" else _run_engine
-    with torch.inference_mode():
-        fn(model, prompts[:4], args)  # warm-up (allocator, kernels)
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(args.repeats):
-            _sync(args)
-            t0 = time.perf_counter()
-            fn(model, prompts, args)
-            _sync(args)
-            times.append(time.perf_counter() - t0)
-    best = min(times)
-    res = {"method": args.worker, "seconds": best, "tokens_per_s": args.batch * args.new / best}
-    if args.device == "cuda":
-        res["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
-    else:
-        res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return res
+def greedy_agreement(model: torch.nn.Module, prompts: list[list[int]], args: argparse.Namespace) -> dict:
+    """Fraction of greedy tokens (position by position) on which engine and HF agree, on a float32 copy."""
+    m32 = copy.deepcopy(model).float()
+    few, new = prompts[:8], min(args.new, 8)
+    want, got = run_hf(m32, few, new, greedy=True), run_engine(m32, few, new, args, greedy=True)
+    same = sum(a == b for w, g in zip(want, got) for a, b in zip(w, g))
+    agreement = same / (len(few) * new)
+    assert agreement >= MIN_GREEDY_AGREEMENT, f"greedy tokens agree on only {agreement:.0%}"
+    return {"greedy_token_agreement": agreement}
 
 
-def _bandwidth_limit(args) -> dict:
+def _bandwidth_limit(model: torch.nn.Module, args: argparse.Namespace) -> dict:
     """Lower bound on decode time: every step reads all weights + the live KV once at measured copy speed."""
-    model = _model(args)
     n = 256 * 2**20
     a = torch.empty(n, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
@@ -118,10 +104,9 @@ def _bandwidth_limit(args) -> dict:
             "limit_tokens_per_s": args.batch / step_s}  # fmt: skip
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None)
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[common_parser()])
+    p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default float32 on CPU, bfloat16 on CUDA")
     p.add_argument("--vocab", type=int, default=700)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=3)
@@ -130,40 +115,44 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--prefix", type=int, default=100)
     p.add_argument("--new", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-graph", action="store_true")
     p.add_argument("--no-prefix", action="store_true")
-    p.add_argument("--out", default=None)
-    p.add_argument("--worker", choices=["hf", "engine"], help=argparse.SUPPRESS)
-    args = p.parse_args()
-    args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
-    if args.worker:
-        print(json.dumps(worker(args)))
-        return
-    results = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "out")}}
-    for method in ("hf", "engine"):
-        cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--worker", method]
-        if "--out" in cmd:
-            i = cmd.index("--out")
-            del cmd[i : i + 2]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        results[method] = json.loads(out)
-        print(f"{method:7s} {results[method]['tokens_per_s']:10.1f} tok/s  ({results[method]['seconds']:.3f} s)")
-    results["speedup_vs_hf"] = results["engine"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
-    print(f"engine / hf speed-up: {results['speedup_vs_hf']:.2f}x")
-    mem_key = "peak_mem_bytes" if args.device == "cuda" else "peak_rss_bytes"
-    results["memory_ratio_engine_vs_hf"] = results["engine"][mem_key] / results["hf"][mem_key]
-    print(f"peak memory ({mem_key}) engine / hf: {results['memory_ratio_engine_vs_hf']:.2f}")
-    if args.device == "cuda":
-        lim = _bandwidth_limit(args)
-        results["bandwidth_limit"] = lim
-        results["fraction_of_bandwidth_limit"] = results["engine"]["tokens_per_s"] / lim["limit_tokens_per_s"]
-        print(f"engine at {results['fraction_of_bandwidth_limit']:.1%} of the memory-bandwidth limit "
-              f"({lim['limit_tokens_per_s']:.0f} tok/s)")  # fmt: skip
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+    p.add_argument("--quick", action="store_true", help="batch 4, prefix 16, 4 new tokens (smoke test)")
+    args = p.parse_args(argv)
+    device = resolve_device(p, args.device)
+    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    if args.quick:
+        args.batch, args.prefix, args.new = 4, 16, 4
+    torch.set_num_threads(args.threads)
+
+    model = _model(args, device)
+    prompts = _prompts(args)
+    row = compare(
+        "engine vs hf generate",
+        lambda: run_engine(model, prompts, args.new, args),
+        lambda: run_hf(model, prompts, args.new),
+        device=device, repeats=args.repeats or 3,
+        check=lambda _engine_out, _hf_out: greedy_agreement(model, prompts, args),
+        extra=dict(batch=args.batch, prefix=args.prefix, new=args.new, dtype=args.dtype),
+    )  # fmt: skip
+    tokens = args.batch * args.new
+    row["engine_tokens_per_s"] = tokens / row["candidate_s"]
+    row["hf_tokens_per_s"] = tokens / row["reference_s"]
+    if device.type == "cuda":
+        lim = _bandwidth_limit(model, args)
+        row["bandwidth_limit"] = lim
+        row["fraction_of_bandwidth_limit"] = row["engine_tokens_per_s"] / lim["limit_tokens_per_s"]
+    table = Table([("batch", "batch", "d"), ("new", "new", "d"), ("engine_tokens_per_s", "engine tok/s", ".1f"),
+                   ("hf_tokens_per_s", "hf tok/s", ".1f")])  # fmt: skip
+    table.header()
+    table.row(row)
+    if device.type == "cuda":
+        print(f"engine at {row['fraction_of_bandwidth_limit']:.1%} of the memory-bandwidth limit "
+              f"({row['bandwidth_limit']['limit_tokens_per_s']:.0f} tok/s)")  # fmt: skip
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "device")}
+    write_json(args.out, "bench_generate", [row], device, config=config)
+    return [row]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Smoke tests of the microbenchmarks: each main() runs in-process on tiny shapes and writes its JSON.
+
+Why: benchmarks are only run by hand, so a refactor of the code they call would otherwise break them
+silently. Each benchmark checks its candidate against its reference before timing (``compare`` raises on a
+mismatch), and every row must carry the time and peak-memory ratios.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+RATIO_FIELDS = ("candidate_s", "reference_s", "time_ratio", "speedup", "candidate_peak_mb", "reference_peak_mb",
+                "mem_ratio")  # fmt: skip
+
+CASES = {
+    "pg_loss": ("bench_pg_loss", ["--quick"]),
+    "token_logprobs": ("bench_pg_loss", ["--quick", "--op", "token_logprobs"]),
+    "info_span_mask": ("bench_info_span_mask", ["--quick", "--repeats", "2"]),
+    "attention": ("bench_attention", ["--quick", "--repeats", "2"]),
+    "sampling": ("bench_sampling", ["--quick", "--repeats", "2"]),
+    "generate": ("bench_generate", ["--quick", "--repeats", "1"]),
+}
+
+
+def _bench(module: str):
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    return importlib.import_module(module)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_benchmark_writes_ratios(case: str, tmp_path: Path) -> None:
+    module, flags = CASES[case]
+    if module == "bench_info_span_mask":
+        from zerosearch.span_mask import has_compiled_op
+
+        if not has_compiled_op():
+            pytest.skip("zerosearch._C is not built")
+    out = tmp_path / f"{case}.json"
+    rows = _bench(module).main(["--device", "cpu", "--out", str(out), *flags])
+    doc = json.loads(out.read_text())
+    assert doc["results"] == json.loads(json.dumps(rows, default=str))
+    assert doc["environment"]["device"] == "cpu" and doc["environment"]["torch"]
+    assert rows
+    for row in doc["results"]:
+        assert row["outputs_match"] is True
+        for key in RATIO_FIELDS:
+            assert isinstance(row[key], float) and row[key] >= 0, (key, row[key])
+        assert row["candidate_s"] > 0 and row["reference_s"] > 0
+
+
+def test_harness_compare_rejects_wrong_candidate() -> None:
+    import torch
+
+    harness = _bench("_harness")
+    x = torch.arange(4.0)
+
+    def check(got, want):
+        assert torch.equal(got, want)
+        return {}
+
+    with pytest.raises(AssertionError, match="disagree"):
+        harness.compare("wrong", lambda: x + 1, lambda: x, device="cpu", repeats=1, check=check)
+
+
+def test_every_kernel_has_a_benchmark() -> None:
+    """Project rule: each kernel module ``kernels/<name>.py`` is named by some benchmark script (private
+    helpers such as ``_triton.py`` hold no kernel)."""
+    kernels = [p.stem for p in (BENCH_DIR.parent / "kernels").glob("*.py") if not p.stem.startswith("_")]
+    text = "\n".join(p.read_text() for p in BENCH_DIR.glob("*.py"))
+    assert [k for k in kernels if f"{k}.py" not in text] == []
