@@ -71,8 +71,10 @@ def grpo_advantages(rewards: Tensor, group_ids: Sequence[Hashable] | Tensor, eps
     compared with each other. A singleton group has no baseline to compare with, and a group with one
     reward value carries no signal; both give advantage 0 rather than NaN.
     """
-    if rewards.dim() != 1:
-        raise ValueError("rewards must be 1-D [B]")
+    if not isinstance(rewards, Tensor) or rewards.dim() != 1:
+        raise ValueError("rewards must be a 1-D tensor [B]")
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards must be finite (a NaN/inf reward would poison its whole group)")
     r = rewards.double()
     idx = _group_index(group_ids, r.numel(), r.device)
     n_groups = int(idx.max().item()) + 1 if idx.numel() else 0
@@ -83,7 +85,12 @@ def grpo_advantages(rewards: Tensor, group_ids: Sequence[Hashable] | Tensor, eps
     sq = torch.zeros(n_groups, dtype=r.dtype, device=r.device).index_add_(0, idx, centered**2)
     std = torch.sqrt(sq / (counts - 1).clamp(min=1))
     adv = centered / (std[idx] + eps)
-    adv = torch.where(counts[idx] > 1, adv, torch.zeros_like(adv))
+    # A constant group must give exactly 0: its mean carries rounding error (e.g. three 0.1s), and
+    # dividing that residue by a std of the same tiny size would turn it into a spurious signal.
+    lo = torch.full((n_groups,), torch.inf, dtype=r.dtype, device=r.device).scatter_reduce_(0, idx, r, "amin")
+    hi = torch.full((n_groups,), -torch.inf, dtype=r.dtype, device=r.device).scatter_reduce_(0, idx, r, "amax")
+    informative = (counts > 1) & (hi > lo)
+    adv = torch.where(informative[idx], adv, torch.zeros_like(adv))
     return adv.to(rewards.dtype)
 
 

@@ -6,7 +6,9 @@ crash (even SIGKILL) mid-write leaves either the previous checkpoint or the new 
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 _NAME = re.compile(r"^step-(\d{8})$")
+log = logging.getLogger(__name__)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -46,7 +49,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(root: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write `root/step-XXXXXXXX/state.pt` atomically and delete all but the newest `keep`."""
+    """Write `root/step-XXXXXXXX/state.pt` atomically and delete all but the newest `keep` (keep <= 0: all).
+
+    Order matters for crash safety: the new checkpoint is complete and renamed into place before any
+    older one is deleted, so at every instant at least one complete checkpoint exists.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
@@ -80,6 +89,21 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+
+
+def load_latest_checkpoint(root: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that actually loads, with its state; None when there is none.
+
+    Renames make a torn write impossible on a POSIX file system, but a file can still be damaged
+    afterwards (disk full on a copy, a bad network mount); one unreadable checkpoint then costs the
+    steps since the previous one instead of the whole run.
+    """
+    for path in reversed(list_checkpoints(root)):
+        try:
+            return path, load_checkpoint(path)
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as e:
+            log.warning("checkpoint %s is unreadable (%s: %s); trying an older one", path, type(e).__name__, e)
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

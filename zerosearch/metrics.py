@@ -10,7 +10,12 @@ from typing import Any
 
 
 class MetricsLogger:
-    """Appends one JSON line per step and flushes it, so a killed run keeps every finished step."""
+    """Appends one JSON line per step and flushes it, so a killed run keeps every finished step.
+
+    The file stays one row per step even when a killed run is restarted without (or before) a
+    checkpoint: the first row logged for step s first drops any rows of steps >= s left by the earlier
+    process, and a torn last line (no trailing newline) is removed before anything is appended to it.
+    """
 
     def __init__(self, path: str | Path, *, tensorboard: bool = False) -> None:
         self.path = Path(path)
@@ -23,16 +28,35 @@ class MetricsLogger:
                 self._tb = SummaryWriter(str(self.path.parent / "tb"))
             except ImportError:
                 self._tb = None
+        self._checked = False  # whether the file on disk has been checked for debris of a killed writer
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop lines of steps the restored checkpoint has not seen."""
-        rows = [r for r in read_metrics(self.path) if r.get("step", -1) <= step]
+        """On resume: drop lines of steps the restored checkpoint has not seen (and any torn line)."""
+        rows = [r for r in read_metrics(self.path) if _step_of(r) <= step]
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with open(tmp, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._checked = True
+
+    def _heal(self, step: int) -> None:
+        """Before the first append: remove rows of steps >= `step` and a torn last line."""
+        self._checked = True
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        if torn or any(_step_of(r) >= step for r in read_metrics(self.path)):
+            self.truncate_after(step - 1)
 
     def log(self, row: dict[str, Any]) -> None:
         clean = {k: _plain(v) for k, v in row.items()}
+        if not self._checked:
+            step = clean.get("step")
+            self._heal(step if isinstance(step, int) else 1 << 62)
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
             f.flush()
@@ -41,6 +65,11 @@ class MetricsLogger:
             for k, v in clean.items():
                 if isinstance(v, int | float) and k != "step":
                     self._tb.add_scalar(k, v, clean.get("step", 0))
+
+
+def _step_of(row: dict[str, Any]) -> int:
+    step = row.get("step", -1)
+    return step if isinstance(step, int) else -1
 
 
 def _plain(v: Any) -> Any:

@@ -353,14 +353,16 @@ def _check_pg_args(clip_low, clip_high, dual_clip, kl_coef, kl_type, entropy_coe
         raise ValueError(f"agg must be one of {AGG_MODES}, got {agg!r}")
     if kl_type not in KL_TYPES:
         raise ValueError(f"kl_type must be one of {KL_TYPES}, got {kl_type!r}")
+    # Comparisons are written so that NaN fails them: a NaN coefficient would otherwise pass every
+    # range check and turn the loss into NaN far from its cause.
     if not 0 <= clip_low < 1:
         raise ValueError(f"clip_low must be in [0, 1), got {clip_low}")
-    if clip_high < 0:
-        raise ValueError(f"clip_high must be >= 0, got {clip_high}")
-    if dual_clip is not None and not dual_clip > 1:
-        raise ValueError(f"dual_clip must be > 1 (or None), got {dual_clip}")
-    if kl_coef < 0:
-        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    if not 0 <= clip_high < math.inf:
+        raise ValueError(f"clip_high must be finite and >= 0, got {clip_high}")
+    if dual_clip is not None and not 1 < dual_clip < math.inf:
+        raise ValueError(f"dual_clip must be finite and > 1 (or None), got {dual_clip}")
+    if not 0 <= kl_coef < math.inf:
+        raise ValueError(f"kl_coef must be finite and >= 0, got {kl_coef}")
     if kl_coef > 0 and ref_logprobs is None:
         raise ValueError("ref_logprobs is required when kl_coef > 0")
     if not math.isfinite(entropy_coef):

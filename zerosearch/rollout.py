@@ -8,12 +8,23 @@ policy-written tokens only (DESIGN §2.5).
 
 from __future__ import annotations
 
+import logging
+import unicodedata
 from dataclasses import dataclass, field
 
 from zerosearch import prompts
 from zerosearch.data.qa import QAExample
 from zerosearch.sampler import TokenSampler
-from zerosearch.search.base import EMPTY_QUERY_DOCS, SearchBackend, SearchRequest, clean_query
+from zerosearch.search.base import (
+    EMPTY_QUERY_DOCS,
+    SearchBackend,
+    SearchRequest,
+    SearchResult,
+    clean_query,
+    unavailable_result,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,6 +84,39 @@ class TagIds:
         self.info_close = ids[prompts.INFO_CLOSE]
 
 
+def query_text(raw: str, max_chars: int) -> str:
+    """A decoded query made safe to send: U+FFFD (bytes a byte-level tokenizer could not decode on their
+    own) and control characters or lone surrogates (which break UTF-8 encoding of an HTTP body) removed,
+    whitespace collapsed, at most `max_chars` characters.
+
+    Garbage-only queries become "" and are then answered with the fixed empty-query text instead of
+    being sent to the backend.
+    """
+    chars = []
+    for ch in raw:
+        if ch.isspace() or ch == "\ufffd":
+            chars.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cs"):
+            chars.append(ch)
+    return clean_query("".join(chars), max_chars)
+
+
+def cut_segment(ids: list[int], logprobs: list[float], stop_ids: set[int], budget: int) -> tuple[list, list]:
+    """Enforce the sampler contract: at most `budget` tokens, ending at the first stop id.
+
+    A sampler that overruns (ignores a stop id or the budget) would otherwise let policy tokens follow
+    a stop tag or overflow the context; one that returns log-probs of another length is a bug that
+    would silently misalign them with the ids, so it is an error.
+    """
+    if len(logprobs) != len(ids):
+        raise ValueError(f"sampler returned {len(ids)} token ids but {len(logprobs)} log-probs for one row")
+    ids, logprobs = list(ids[:budget]), list(logprobs[:budget])
+    for i, tok in enumerate(ids):
+        if tok in stop_ids:
+            return ids[: i + 1], logprobs[: i + 1]
+    return ids, logprobs
+
+
 def _query_tokens(segment: list[int], tags: TagIds) -> list[int] | None:
     """Ids between the last `<search>` and the closing `</search>` of a segment; None if unopened."""
     body = segment[:-1]
@@ -95,6 +139,7 @@ class RolloutRunner:
         eos = tokenizer.eos_token_id
         self.stop_ids = [self.tags.search_close, self.tags.answer_close, self.tags.info_open]
         self.stop_ids += [eos] if eos is not None else []
+        self._stop_set = set(self.stop_ids)
         self._invalid_ids = self._encode(prompts.INVALID_ACTION)
 
     def _encode(self, text: str) -> list[int]:
@@ -125,13 +170,16 @@ class RolloutRunner:
     def _turn(self, active: list[Trajectory], *, may_search: bool, step: int) -> list[Trajectory]:
         s = self.settings
         room = [s.max_context - len(t.prompt_ids) - len(t.response_ids) for t in active]
+        budgets = [max(1, min(s.max_new_tokens, r)) for r in room]
         out = self.sampler.sample(
-            [t.prompt_ids + t.response_ids for t in active],
-            max_new_tokens=[max(1, min(s.max_new_tokens, r)) for r in room],
-            stop_ids=self.stop_ids,
+            [t.prompt_ids + t.response_ids for t in active], max_new_tokens=budgets, stop_ids=self.stop_ids,
         )
+        if len(out.token_ids) != len(active) or len(out.logprobs) != len(active):
+            raise ValueError(f"sampler returned {len(out.token_ids)} rows of ids and {len(out.logprobs)} of "
+                             f"log-probs for {len(active)} contexts")
         requests, searching, invalid = [], [], []
-        for t, seg, lps in zip(active, out.token_ids, out.logprobs):
+        for t, seg, lps, budget in zip(active, out.token_ids, out.logprobs, budgets):
+            seg, lps = cut_segment(seg, lps, self._stop_set, budget)
             last = seg[-1] if seg else None
             if last == self.tags.info_open:  # the policy may not write results itself
                 seg, lps, last = seg[:-1], lps[:-1], None
@@ -143,7 +191,7 @@ class RolloutRunner:
                 if q_ids is None:
                     invalid.append(t)
                     continue
-                query = clean_query(self.tokenizer.decode(q_ids, skip_special_tokens=True), s.max_query_chars)
+                query = query_text(self.tokenizer.decode(q_ids, skip_special_tokens=True), s.max_query_chars)
                 t.queries.append(query)
                 searching.append(t)
                 if query:
@@ -151,12 +199,12 @@ class RolloutRunner:
                                                   list(t.example.golden_answers)))
             elif may_search:
                 invalid.append(t)
-        results = {r.row_id: r for r in self.search.search(requests, step=step)} if requests else {}
+        results = self._search(requests, step)
         for t in searching:
-            res = results.get(t.row_id)
-            if res is None:  # empty query: never sent to the backend
+            if not t.queries[-1]:  # empty query: never sent to the backend
                 docs_text = EMPTY_QUERY_DOCS
-            else:
+            else:  # a sent query the backend left unanswered is a failure, not an empty query
+                res = results.get(t.row_id) or unavailable_result(t.row_id, "backend returned no result")
                 docs_text = prompts.format_documents(res.documents)
                 t.noisy.append(bool(res.noisy))
                 t.fallbacks += int(res.fallback)
@@ -174,3 +222,16 @@ class RolloutRunner:
             else:
                 still.append(t)
         return still
+
+    def _search(self, requests: list[SearchRequest], step: int) -> dict[int | str, SearchResult]:
+        """Results by row id. A backend that raises does not end the run: every request of the call
+        falls back (counted per trajectory in `fallbacks`), as the simulator client does per request."""
+        if not requests:
+            return {}
+        try:
+            found = self.search.search(requests, step=step)
+        except Exception as e:  # noqa: BLE001 -- any backend failure becomes a counted fallback
+            log.warning("search backend failed for %d queries (%s: %s); using fallback results",
+                        len(requests), type(e).__name__, e)
+            return {r.row_id: unavailable_result(r.row_id, f"{type(e).__name__}: {e}") for r in requests}
+        return {r.row_id: r for r in found}

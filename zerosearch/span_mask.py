@@ -146,8 +146,15 @@ def info_span_mask_reference(
 def policy_loss_mask(response_mask: torch.Tensor, info_mask: torch.Tensor) -> torch.Tensor:
     """Tokens the policy is trained on: response tokens that are not retrieved documents.
 
-    One mask for the policy loss, critic loss and advantage whitening (DESIGN §2.5).
+    One mask for the policy loss, critic loss and advantage whitening (DESIGN §2.5). Both masks must be
+    bool or integer 0/1 tensors: a float "mask" is refused because ``.bool()`` would silently turn any
+    non-zero weight (0.5, NaN) into "train on this token".
     """
+    for name, m in (("response_mask", response_mask), ("info_mask", info_mask)):
+        if not isinstance(m, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(m).__name__}")
+        if m.dtype.is_floating_point or m.dtype.is_complex:
+            raise TypeError(f"{name} must be a bool (or integer 0/1) tensor, got {m.dtype}")
     if response_mask.shape != info_mask.shape:
         raise ValueError(
             f"response_mask and info_mask must have the same shape, got "
