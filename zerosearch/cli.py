@@ -1,4 +1,4 @@
-"""`zerosearch` command line: toy | train | eval | sft | simulate.
+"""`zerosearch` command line: toy | train | eval | sft | simulate | validate.
 
 Every command takes `--config FILE.yaml` plus dotted overrides (`trainer.steps=100 rollout.n_samples=5`).
 """
@@ -18,6 +18,8 @@ TOY_CONFIG = Path(__file__).parent / "configs" / "toy.yaml"
 EPILOG = """examples:
   zerosearch toy                                  # the whole pipeline on the built-in toy world (CPU)
   zerosearch toy trainer.algo=ppo seed=1          # same with PPO and another seed
+  zerosearch validate --config configs/qwen2.5-3b-grpo.yaml --allow-missing-paths --world-size 8
+  torchrun --nproc_per_node 8 -m zerosearch.cli train --config configs/qwen2.5-3b-grpo.yaml
   zerosearch train --config configs/qwen2.5-3b-grpo.yaml --resume
   zerosearch eval --config configs/qwen2.5-3b-grpo.yaml model.policy_path=runs/x/final
   zerosearch simulate --config cfg.yaml --query "capital of france" --question "..." --answer paris
@@ -45,9 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
 
-    p = sub.add_parser("eval", help="greedy evaluation with real (BM25) or simulated search")
+    p = sub.add_parser("eval", help="greedy evaluation with real (BM25) or simulated search",
+                       description="Greedy evaluation: EM / cover-EM / F1 per dataset and averaged. data.test_path "
+                       "is a QA file, a comma-separated list, or a directory of Search-R1 test files; "
+                       "data.max_test_examples caps each dataset.")
     _add_common(p)
     p.add_argument("--out", help="per-row trajectories JSONL (default: out_dir/eval.jsonl)")
+    p.add_argument("--batch-size", type=int, default=64, help="questions rolled out together (default 64)")
+
+    p = sub.add_parser("validate", help="dry-run check of a config: names, ranges, curriculum, batches, paths")
+    _add_common(p)
+    p.add_argument("--allow-missing-paths", action="store_true", help="report missing model/data paths, pass anyway")
+    p.add_argument("--world-size", type=int, default=0,
+                   help="GPUs (torchrun ranks) the run will use, for the batch checks (default: $WORLD_SIZE or 1)")
+    p.add_argument("--for", dest="for_command", choices=("train", "eval"), default="train",
+                   help="which command's paths to check (default train)")
 
     p = sub.add_parser("sft", help="fine-tune the simulator on (query, label, documents) pairs from JSONL")
     _add_common(p)
@@ -101,44 +115,60 @@ def cmd_toy(cfg: RunConfig, args, progress: bool) -> int:
 
 
 def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
+    """RL training; under `torchrun` every rank runs this and the policy is FSDP2-sharded (zerosearch.distributed)."""
+    from zerosearch import distributed
     from zerosearch.build import build_curriculum, build_runner, build_search, load_causal_lm, load_tokenizer
     from zerosearch.data.qa import load_qa
     from zerosearch.trainer import Trainer
 
-    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
-    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, cfg.device)
-    curriculum = build_curriculum(cfg)
-    search = build_search(cfg, curriculum=curriculum)
-    runner = build_runner(cfg, policy, tok, search)
-    train = load_qa(cfg.data.train_path)
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    save_config(cfg, Path(cfg.out_dir) / "config.yaml")
-    trainer = Trainer(cfg, policy, tok, runner, train, curriculum=curriculum)
-    if args.resume:
-        trainer.resume()
-    trainer.fit(progress=progress)
-    final = Path(cfg.out_dir) / "final"
-    policy.save_pretrained(final)
-    tok.save_pretrained(final)
-    print(f"saved the trained policy to {final}")
+    info = distributed.init_distributed(cfg.device)
+    cfg.device = info.device
+    try:
+        tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
+        policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, cfg.device)
+        if cfg.model.gradient_checkpointing:  # only layer inputs are kept for backward (the critic copies it)
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        curriculum = build_curriculum(cfg)
+        search = build_search(cfg, curriculum=curriculum)
+        runner = build_runner(cfg, policy, tok, search)
+        train = load_qa(cfg.data.train_path)
+        final = Path(cfg.out_dir) / "final"
+        if distributed.is_main():
+            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            save_config(cfg, Path(cfg.out_dir) / "config.yaml")
+        trainer = Trainer(cfg, policy, tok, runner, train, curriculum=curriculum)
+        if args.resume:
+            trainer.resume()
+        trainer.fit(progress=progress)
+        state = distributed.full_state_dict(policy)[0] if info.enabled else None  # collective
+        if distributed.is_main():
+            if state is not None:  # a plain copy of the model, loaded with the gathered weights
+                policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, "cpu")
+                policy.load_state_dict(state)
+            policy.save_pretrained(final)
+            tok.save_pretrained(final)
+            print(f"saved the trained policy to {final}")
+        distributed.barrier()
+    finally:
+        distributed.cleanup()
     return 0
 
 
 def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
+    """Greedy eval over one or many test sets (`data.test_path`: file, comma list or directory), any backend."""
     from zerosearch.build import build_runner, build_search, load_causal_lm, load_tokenizer
-    from zerosearch.data.qa import load_qa
-    from zerosearch.evaluate import evaluate
+    from zerosearch.evaluate import evaluate, format_table, load_test_sets
 
+    test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
     policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, cfg.device)
     search = build_search(cfg, curriculum=None)
     runner = build_runner(cfg, policy, tok, search, greedy=True)
-    test = load_qa(cfg.data.test_path)
-    if cfg.data.max_test_examples:
-        test = test[: cfg.data.max_test_examples]
-    out = args.out or str(Path(cfg.out_dir) / "eval.jsonl")
-    summary = evaluate(runner, test, out_jsonl=out, progress=progress)
-    print(json.dumps(summary, indent=2))
+    out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
+    summary = evaluate(runner, test, batch_size=args.batch_size, out_jsonl=out, progress=progress)
+    out.with_name(out.stem + "-summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(summary))
+    print(f"per-row results: {out}; summary: {out.with_name(out.stem + '-summary.json')}")
     return 0
 
 
@@ -179,7 +209,19 @@ def cmd_simulate(cfg: RunConfig, args, progress: bool) -> int:
     return 0
 
 
-COMMANDS = {"toy": cmd_toy, "train": cmd_train, "eval": cmd_eval, "sft": cmd_sft, "simulate": cmd_simulate}
+def cmd_validate(cfg: RunConfig, args, progress: bool) -> int:
+    import os
+
+    from zerosearch.validate import validate_config
+
+    world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    report = validate_config(cfg, world_size=world, command=args.for_command)
+    print(report.render(allow_missing_paths=args.allow_missing_paths))
+    return 0 if report.ok(allow_missing_paths=args.allow_missing_paths) else 1
+
+
+COMMANDS = {"toy": cmd_toy, "train": cmd_train, "eval": cmd_eval, "sft": cmd_sft, "simulate": cmd_simulate,
+            "validate": cmd_validate}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,9 +13,74 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from zerosearch.data.qa import QAExample
+from zerosearch.data.qa import QAExample, load_qa
 from zerosearch.rollout import RolloutRunner
 from zerosearch.trainer import policy_text, score_trajectories
+
+QA_SUFFIXES = (".jsonl", ".json", ".parquet")
+SPLIT_NAMES = {"test", "dev", "val", "validation", "train"}
+
+
+def qa_files(spec: str) -> list[Path]:
+    """The QA files named by `data.test_path`: a file, a comma-separated list, or directories of them.
+
+    A directory is searched two levels deep, so both the flat Search-R1 layout (`test/nq.jsonl`) and the
+    per-dataset one (`test/nq/test.parquet`) work; files are returned in sorted order.
+    """
+    files: list[Path] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        path = Path(part)
+        if path.is_dir():
+            found = sorted(f for pattern in ("*", "*/*") for f in path.glob(pattern)
+                           if f.is_file() and f.suffix.lower() in QA_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no {'/'.join(QA_SUFFIXES)} files under {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"test set not found: {path}")
+    if not files:
+        raise ValueError("data.test_path is empty")
+    return files
+
+
+def source_name(path: Path) -> str:
+    """Dataset name for rows without `data_source`: the file stem, or its folder for `nq/test.jsonl`."""
+    return path.parent.name if path.stem.lower() in SPLIT_NAMES else path.stem
+
+
+def load_test_sets(spec: str, *, max_per_source: int = 0) -> list[QAExample]:
+    """Every test row of every file in `spec`, each tagged with its dataset; uids unique across files.
+
+    `max_per_source` (0 = all) caps each dataset separately, so a quick run still covers every dataset.
+    """
+    examples: list[QAExample] = []
+    seen: set[str] = set()
+    counts: dict[str, int] = defaultdict(int)
+    for path in qa_files(spec):
+        for ex in load_qa(path):
+            ex.data_source = ex.data_source or source_name(path)
+            if max_per_source and counts[ex.data_source] >= max_per_source:
+                continue
+            counts[ex.data_source] += 1
+            if ex.uid in seen:
+                ex.uid = f"{path}:{ex.uid}"
+            seen.add(ex.uid)
+            examples.append(ex)
+    return examples
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Per-dataset EM / cover-EM / F1 (percent) and the unweighted average, as a plain-text table."""
+    lines = [f"{'dataset':<16}{'n':>7}{'EM':>8}{'coverEM':>9}{'F1':>8}{'search':>8}"]
+    rows = list(summary["per_source"].items()) + [("average", summary["average"])]
+    for name, m in rows:
+        lines.append(f"{name:<16}{m['n']:>7}{100 * m['em']:>8.2f}{100 * m['cover_em']:>9.2f}{100 * m['f1']:>8.2f}"
+                     f"{m['searches']:>8.2f}")
+    return "\n".join(lines)
 
 
 def evaluate(runner: RolloutRunner, examples: list[QAExample], *, batch_size: int = 64,

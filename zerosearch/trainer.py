@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zerosearch import algos
+from zerosearch import algos, distributed
 from zerosearch.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -33,10 +33,7 @@ from zerosearch.policy import (
     Batch,
     ValueModel,
     decoder_of,
-    last_hidden,
-    lm_head_weight,
     make_batch,
-    sequence_logprobs,
 )
 from zerosearch.reward import score_response
 from zerosearch.rollout import RolloutRunner, Trajectory
@@ -117,6 +114,12 @@ class Trainer:
             self.critic = ValueModel(body, policy.config.hidden_size).to(self.device)
         if self.tc.algo not in ("grpo", "ppo", "reinforce_pp"):
             raise ValueError(f"trainer.algo must be grpo, ppo or reinforce_pp, not {self.tc.algo!r}")
+        # Under torchrun: FSDP2-shard policy, reference and critic in place (the runner's sampler holds the
+        # same policy object); optimisers are built below on the sharded parameters. No-op otherwise.
+        self.world = distributed.world_size()
+        for model in (self.policy, self.ref, self.critic):
+            if model is not None:
+                distributed.shard_model(model, self.device)
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_factor(s, self.tc.warmup_steps))
@@ -126,35 +129,50 @@ class Trainer:
         self.step = 0
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLogger(self.out / "metrics.jsonl")
+        self.metrics = MetricsLogger(self.out / "metrics.jsonl") if distributed.is_main() else None
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else tokenizer.eos_token_id
         self.info_ids = ([runner.tags.info_open], [runner.tags.info_close])
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        """Collective under torchrun: full (unsharded) tensors, gathered to rank 0's CPU."""
+        if self.world > 1:
+            policy_sd, opt_sd = distributed.full_state_dict(self.policy, self.opt)
+        else:
+            policy_sd, opt_sd = self.policy.state_dict(), self.opt.state_dict()
         state = {
             "step": self.step,
-            "policy": self.policy.state_dict(),
-            "opt": self.opt.state_dict(),
+            "policy": policy_sd,
+            "opt": opt_sd,
+            "opt_format": "fqn" if self.world > 1 else "torch",
             "sched": self.sched.state_dict(),
             "data": self.data.state(),
             "rng": rng_state(),
         }
-        if self.critic is not None:
+        if self.critic is not None and self.world > 1:
+            state["critic"], state["critic_opt"] = distributed.full_state_dict(self.critic, self.critic_opt)
+        elif self.critic is not None:
             state["critic"] = self.critic.state_dict()
             state["critic_opt"] = self.critic_opt.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.opt.load_state_dict(state["opt"])
+        if state.get("opt_format", "torch") == "fqn":  # written by a torchrun run (any world size)
+            distributed.load_full_state_dict(self.policy, self.opt, state["policy"], state["opt"])
+            if self.critic is not None:
+                distributed.load_full_state_dict(self.critic, self.critic_opt, state["critic"], state["critic_opt"])
+        elif self.world > 1:
+            raise ValueError("a single-process checkpoint cannot be resumed under torchrun; resume it without")
+        else:
+            self.policy.load_state_dict(state["policy"])
+            self.opt.load_state_dict(state["opt"])
+            if self.critic is not None:
+                self.critic.load_state_dict(state["critic"])
+                self.critic_opt.load_state_dict(state["critic_opt"])
         self.sched.load_state_dict(state["sched"])
         self.data.load(state["data"])
         set_rng_state(state["rng"])
-        if self.critic is not None:
-            self.critic.load_state_dict(state["critic"])
-            self.critic_opt.load_state_dict(state["critic_opt"])
         self.step = state["step"]
 
     def resume(self) -> bool:
@@ -163,33 +181,40 @@ class Trainer:
         if ckpt is None:
             return False
         self.load_state_dict(load_checkpoint(ckpt))
-        self.metrics.truncate_after(self.step - 1)
+        if self.metrics is not None:
+            self.metrics.truncate_after(self.step - 1)
         log.info("resumed from %s (next step %d)", ckpt, self.step)
         return True
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.out / "checkpoints", self.step, self.state_dict(), keep=self.tc.keep_checkpoints)
+        state = self.state_dict()  # collective: every rank takes part
+        if distributed.is_main():
+            save_checkpoint(self.out / "checkpoints", self.step, state, keep=self.tc.keep_checkpoints)
+        distributed.barrier()
 
     # ---------------------------------------------------------------- loop
     def fit(self, *, progress: bool = True) -> list[dict[str, Any]]:
         rows = []
-        bar = tqdm(total=self.tc.steps, initial=self.step, desc="rl", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=self.tc.steps, initial=self.step, desc="rl", disable=not (progress and distributed.is_main()),
+                   dynamic_ncols=True)
         while self.step < self.tc.steps:
             row = self.train_step()
             rows.append(row)
-            self.metrics.log(row)
+            if self.metrics is not None:
+                self.metrics.log(row)
             self.step += 1
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.3f}", p=f"{row['noise_p']:.2f}")
             if self.tc.checkpoint_every and (self.step % self.tc.checkpoint_every == 0 or self.step == self.tc.steps):
                 self.checkpoint()
         bar.close()
-        plot_training(self.out / "metrics.jsonl", self.out / "training.png")
+        if distributed.is_main():
+            plot_training(self.out / "metrics.jsonl", self.out / "training.png")
         return rows
 
     def _seed_step(self) -> None:
         """Per-step seeding makes a resumed run sample exactly what the uninterrupted run sampled."""
-        seed = self.cfg.seed * 1_000_003 + self.step
+        seed = self.cfg.seed * 1_000_003 + self.step + distributed.rank() * 1_000_000_007  # ranks sample apart
         torch.manual_seed(seed)
         reseed = getattr(self.runner.search, "reseed", None)
         if reseed is not None:
@@ -198,9 +223,11 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         self._seed_step()
-        examples = [self.train[i] for i in self.data.next(self.tc.batch_questions)]
+        # Every rank draws the same global batch and keeps its share; a question's n rollouts stay on one rank.
+        examples = [self.train[i] for i in distributed.shard_indices(self.data.next(self.tc.batch_questions))]
         self.policy.eval()
-        trajs = self.runner.run(examples, self.cfg.rollout.n_samples, step=self.step)
+        with distributed.gathered_weights(self.policy):  # full weights for generation (no-op single process)
+            trajs = self.runner.run(examples, self.cfg.rollout.n_samples, step=self.step)
         t_roll = time.perf_counter() - t0
         scores = score_trajectories(trajs, self.tokenizer)
         reward = torch.tensor([s["f1"] for s in scores], dtype=torch.float32)
@@ -211,8 +238,8 @@ class Trainer:
         batch = Batch(batch.ids, batch.attn, policy_loss_mask(batch.mask, info))
         with torch.no_grad():
             temp = self.cfg.rollout.temperature
-            old_lp = sequence_logprobs(self.policy, batch.ids, batch.attn, batch.mask, temperature=temp)
-            ref_lp = sequence_logprobs(self.ref, batch.ids, batch.attn, batch.mask, temperature=temp)
+            old_lp = distributed.sequence_logprobs(self.policy, batch.ids, batch.attn, batch.mask, temperature=temp)
+            ref_lp = distributed.sequence_logprobs(self.ref, batch.ids, batch.attn, batch.mask, temperature=temp)
             adv, returns, values = self._advantages(batch, reward, old_lp, ref_lp, trajs)
         self.policy.train()
         upd = self._update(batch, old_lp, ref_lp, adv, returns, values)
@@ -237,6 +264,9 @@ class Trainer:
         }
         self.sched.step()
         row["step_s"] = time.perf_counter() - t0
+        if self.world > 1:  # rank 0 logs the mean over ranks (counts summed), same keys on every rank
+            row = distributed.all_reduce_mean(row) | {"step": self.step, "world_size": self.world,
+                                                       "fallbacks": distributed.all_reduce_sum(row["fallbacks"])}
         return row
 
     def _advantages(self, batch: Batch, reward: torch.Tensor, old_lp, ref_lp, trajs):
@@ -251,6 +281,8 @@ class Trainer:
         token_rewards = algos.token_level_rewards(reward, mask, kl=kl, kl_coef=tc.kl_coef)
         if tc.algo == "ppo":
             values = self.critic(batch.ids, batch.attn) * mask
+            if distributed.is_sharded(self.critic):
+                self.critic.reshard()
             adv, returns = algos.gae(token_rewards, values, mask, gamma=tc.gamma, lam=tc.lam)
             adv = algos.masked_whiten(adv, mask) * mask
         else:
@@ -270,20 +302,23 @@ class Trainer:
                 mb = batch.select(rows)
                 width = int(mb.attn.sum(1).max().item())  # trim right padding of this mini-batch
                 mb = Batch(mb.ids[:, :width], mb.attn[:, :width], mb.mask[:, : width - 1])
-                hidden = last_hidden(self.policy, mb.ids, mb.attn)[:, :-1]
+                hidden, head = distributed.hidden_and_head(self.policy, mb.ids, mb.attn)
                 loss, m = masked_pg_loss(
-                    hidden, lm_head_weight(self.policy), mb.ids[:, 1:], old_lp[rows, : width - 1],
+                    hidden[:, :-1], head, mb.ids[:, 1:], old_lp[rows, : width - 1],
                     adv[rows, : width - 1], mb.mask, ref_logprobs=ref_lp[rows, : width - 1],
                     clip_low=tc.clip_low, clip_high=tc.clip_high, dual_clip=tc.dual_clip,
                     kl_coef=kl_in_loss, kl_type=tc.kl_type, entropy_coef=tc.entropy_coef,
                     temperature=self.cfg.rollout.temperature, agg=tc.agg)
-                if not torch.isfinite(loss):
+                # Skips are decided by all ranks together (a rank leaving a backward out would hang FSDP);
+                # the scale makes FSDP's gradient average equal the gradient of the global mean loss.
+                scale = distributed.global_mean_scale(mb.mask, tc.agg)
+                if not distributed.all_true(bool(torch.isfinite(loss))):
                     skipped += 1
                     self._non_finite(mb, loss)
                     continue
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tc.grad_clip)
+                (loss * scale).backward()
+                gnorm = _full(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tc.grad_clip))
                 if not torch.isfinite(gnorm):
                     skipped += 1
                     self._non_finite(mb, gnorm)
@@ -305,12 +340,14 @@ class Trainer:
         loss = algos.value_loss(new_values, values[rows, : width - 1], returns[rows, : width - 1], mb.mask,
                                 clip=self.tc.value_clip)
         self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * distributed.global_mean_scale(mb.mask, "token-mean")).backward()
         torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.tc.grad_clip)
         self.critic_opt.step()
         return loss.item()
 
     def _non_finite(self, mb: Batch, value: torch.Tensor) -> None:
+        if self.world > 1:
+            value = _full(value)
         if self.tc.on_nonfinite == "stop":
             path = self.out / f"nonfinite-step{self.step}.pt"
             torch.save({"ids": mb.ids.cpu(), "attn": mb.attn.cpu(), "mask": mb.mask.cpu()}, path)
@@ -318,3 +355,6 @@ class Trainer:
         log.warning("non-finite loss/grad (%s) at step %d: update skipped", value, self.step)
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor (e.g. the grad norm of FSDP-sharded parameters) as a plain tensor; others unchanged."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
