@@ -44,6 +44,34 @@ def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu"):
     return model.to(device)
 
 
+def ensure_tag_tokens(tokenizer, model) -> list[str]:
+    """Make each protocol tag one token (the rollout stops on and parses tag ids, DESIGN §2.4).
+
+    Real tokenizers (Qwen2.5, Llama-3) split `<search>` into pieces; the missing tags are added as
+    tokens and the embeddings grown, new rows starting at the mean embedding. Returns the added tags.
+    """
+    from zerosearch.prompts import TAGS
+
+    missing = [t for t in TAGS if len(tokenizer.encode(t, add_special_tokens=False)) != 1]
+    if not missing:
+        return []
+    from tokenizers import AddedToken
+
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
+    old = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return missing
+
+
+def load_policy(cfg: RunConfig, device: str | None = None):
+    """Tokenizer and policy from their paths, with the protocol tags guaranteed to be single tokens."""
+    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
+    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, device or cfg.device)
+    ensure_tag_tokens(tok, policy)
+    return tok, policy
+
+
 def build_curriculum(cfg: RunConfig) -> NoiseCurriculum:
     c = cfg.curriculum
     return NoiseCurriculum(cfg.trainer.steps, c.p_start, c.p_end, c.base)

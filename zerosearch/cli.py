@@ -117,15 +117,14 @@ def cmd_toy(cfg: RunConfig, args, progress: bool) -> int:
 def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
     """RL training; under `torchrun` every rank runs this and the policy is FSDP2-sharded (zerosearch.distributed)."""
     from zerosearch import distributed
-    from zerosearch.build import build_curriculum, build_runner, build_search, load_causal_lm, load_tokenizer
+    from zerosearch.build import build_curriculum, build_runner, build_search, load_policy
     from zerosearch.data.qa import load_qa
     from zerosearch.trainer import Trainer
 
     info = distributed.init_distributed(cfg.device)
     cfg.device = info.device
     try:
-        tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
-        policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, cfg.device)
+        tok, policy = load_policy(cfg)
         if cfg.model.gradient_checkpointing:  # only layer inputs are kept for backward (the critic copies it)
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         curriculum = build_curriculum(cfg)
@@ -143,7 +142,7 @@ def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
         state = distributed.full_state_dict(policy)[0] if info.enabled else None  # collective
         if distributed.is_main():
             if state is not None:  # a plain copy of the model, loaded with the gathered weights
-                policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, "cpu")
+                _, policy = load_policy(cfg, "cpu")
                 policy.load_state_dict(state)
             policy.save_pretrained(final)
             tok.save_pretrained(final)
@@ -156,12 +155,11 @@ def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
 
 def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
     """Greedy eval over one or many test sets (`data.test_path`: file, comma list or directory), any backend."""
-    from zerosearch.build import build_runner, build_search, load_causal_lm, load_tokenizer
+    from zerosearch.build import build_runner, build_search, load_policy
     from zerosearch.evaluate import evaluate, format_table, load_test_sets
 
     test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
-    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
-    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, cfg.device)
+    tok, policy = load_policy(cfg)
     search = build_search(cfg, curriculum=None)
     runner = build_runner(cfg, policy, tok, search, greedy=True)
     out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
