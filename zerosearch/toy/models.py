@@ -38,7 +38,7 @@ def tiny_qwen2_config(
         max_position_embeddings=max_position_embeddings,
         rope_theta=10000.0,
         rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,  # copying a name from the question or the documents is then an easy identity map
         use_cache=True,
         pad_token_id=pad_token_id,
         eos_token_id=eos_token_id,

@@ -32,7 +32,7 @@ class ToySchedule:
     """SFT budgets of the toy run (RL budgets live in the config's trainer section)."""
 
     simulator_steps: int = 600
-    policy_steps: int = 800
+    policy_steps: int = 1000
     batch_size: int = 16
     simulator_lr: float = 2e-3
     policy_lr: float = 2e-3
