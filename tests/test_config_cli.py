@@ -54,8 +54,16 @@ def test_cli_reports_config_errors_with_exit_code_2(capsys):
 
 
 def test_cli_reports_missing_model_path(capsys, tmp_path):
-    assert main(["eval", f"model.policy_path={tmp_path / 'missing'}", f"out_dir={tmp_path}"]) == 2
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"question": "q ?", "golden_answers": ["a"], "data_source": "x"}\n')
+    assert main(["eval", f"model.policy_path={tmp_path / 'missing'}", f"data.test_path={test}",
+                 f"out_dir={tmp_path}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_reports_missing_test_data(capsys, tmp_path):
+    assert main(["eval", f"out_dir={tmp_path}"]) == 2
+    assert "data.test_path" in capsys.readouterr().err
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -6,6 +6,7 @@ a real run points them at Hugging Face checkpoints and Search-R1-layout data on 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from zerosearch.engine.sampler import EngineSampler, engine_generate_texts
 from zerosearch.generation import generate_texts
 from zerosearch.rollout import RolloutRunner, RolloutSettings
 from zerosearch.sampler import HFSampler
-from zerosearch.search import BM25Search, NoiseCurriculum, OpenAISimulator, SimulatorSearch
+from zerosearch.search import BM25Search, NoiseCurriculum, OpenAISimulator, RetrievalServerSearch, SimulatorSearch
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -37,10 +38,44 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     return tok
 
 
-def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu"):
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2")
+
+
+def _flash_attn_installed() -> bool:
+    """Whether flash_attn can be imported, found without importing it (its import is slow and may touch CUDA)."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_attn_implementation(requested: str, dtype: str, device: str | torch.device) -> str:
+    """The `attn_implementation` to hand transformers for a model loaded with this dtype on this device.
+
+    "auto" picks FlashAttention-2 only where it can actually run (installed, CUDA, half precision) and
+    SDPA everywhere else, so one config works on a laptop and on a GPU node. An explicit choice is
+    honoured, except that asking for flash_attention_2 without the package fails here with a clear
+    message instead of deep inside transformers.
+    """
+    if requested not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"model.attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, not {requested!r}")
+    if requested == "auto":
+        on_cuda = torch.device(device).type == "cuda"
+        if on_cuda and dtype in ("bfloat16", "float16") and _flash_attn_installed():
+            return "flash_attention_2"
+        return "sdpa"
+    if requested == "flash_attention_2" and not _flash_attn_installed():
+        raise ValueError(
+            "model.attn_implementation=flash_attention_2 needs the flash_attn package, which is not installed; "
+            "install it or use 'auto', 'sdpa' or 'eager'"
+        )
+    return requested
+
+
+def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu", attn_implementation: str = "auto"):
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(str(_existing_dir(path, "model path")), dtype=_DTYPES[dtype])
+    attn = resolve_attn_implementation(attn_implementation, dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(_existing_dir(path, "model path")), dtype=_DTYPES[dtype], attn_implementation=attn
+    )
     return model.to(device)
 
 
@@ -67,7 +102,8 @@ def ensure_tag_tokens(tokenizer, model) -> list[str]:
 def load_policy(cfg: RunConfig, device: str | None = None):
     """Tokenizer and policy from their paths, with the protocol tags guaranteed to be single tokens."""
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
-    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, device or cfg.device)
+    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, device or cfg.device,
+                            attn_implementation=cfg.model.attn_implementation)
     ensure_tag_tokens(tok, policy)
     return tok, policy
 
@@ -90,9 +126,15 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
                                concurrency=s.concurrency, curriculum=curriculum, seed=cfg.seed, top_k=s.top_k,
                                temperature=s.temperature, max_tokens=s.max_new_tokens,
                                answer_in_noisy=s.answer_in_noisy)
+    if s.backend == "retriever":
+        if not s.retriever_url:
+            raise ValueError("simulator.backend=retriever needs simulator.retriever_url "
+                             "(e.g. http://127.0.0.1:8000/retrieve)")
+        return RetrievalServerSearch(s.retriever_url, top_k=s.top_k, timeout=s.timeout, max_retries=s.max_retries)
     if s.backend == "simulator":
         if simulator is None:
-            simulator = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device)
+            simulator = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device,
+                                       attn_implementation=cfg.model.attn_implementation)
             sim_tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.simulator_path)
         generate = _generator(s.engine)
 
@@ -102,7 +144,7 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
 
         return SimulatorSearch(gen, curriculum, top_k=s.top_k, seed=cfg.seed, answer_in_noisy=s.answer_in_noisy,
                                cache_size=cache_size)
-    raise ValueError(f"simulator.backend must be simulator, bm25 or openai, not {s.backend!r}")
+    raise ValueError(f"simulator.backend must be simulator, bm25, openai or retriever, not {s.backend!r}")
 
 
 def _generator(name: str):

@@ -22,6 +22,7 @@ class ModelConfig:
     tokenizer_path: str = ""
     dtype: str = "float32"  # float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
+    attn_implementation: str = "auto"  # auto | eager | sdpa | flash_attention_2
 
 
 @dataclass
@@ -46,7 +47,7 @@ class RolloutConfig:
 
 @dataclass
 class SimulatorConfig:
-    backend: str = "simulator"  # simulator | bm25 | openai
+    backend: str = "simulator"  # simulator | bm25 | openai | retriever
     base_url: str = ""  # openai-compatible server, e.g. http://localhost:8000/v1
     model: str = ""
     top_k: int = 5
@@ -57,6 +58,7 @@ class SimulatorConfig:
     max_retries: int = 3
     concurrency: int = 8
     engine: str = "engine"  # engine | hf: how a local simulator model generates
+    retriever_url: str = ""  # Search-R1 retrieval server for backend=retriever, e.g. http://127.0.0.1:8000/retrieve
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Search backends: real BM25, the LLM simulator (local or served) and the noise curriculum."""
+"""Search backends: real BM25 or a Search-R1 retrieval server, the LLM simulator (local or served), the curriculum."""
 
 from .base import (
     EMPTY_QUERY_DOCS,
@@ -13,6 +13,7 @@ from .base import (
 from .bm25 import BM25Search
 from .curriculum import NoiseCurriculum, noise_probability
 from .openai_client import OpenAISimulator
+from .retrieval_server import RetrievalServerSearch
 from .simulator import SimulatorSearch, hf_generate_fn, parse_documents
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "BM25Search",
     "NoiseCurriculum",
     "OpenAISimulator",
+    "RetrievalServerSearch",
     "SearchBackend",
     "SearchRequest",
     "SearchResult",
