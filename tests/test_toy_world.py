@@ -125,8 +125,10 @@ def test_trajectories_segments(world):
 
 def test_tiny_model_config():
     cfg = tiny_qwen2_config(500)
-    assert cfg.num_key_value_heads < cfg.num_attention_heads and not cfg.tie_word_embeddings
+    assert cfg.num_key_value_heads < cfg.num_attention_heads and cfg.tie_word_embeddings
     m1, m2 = init_model(cfg, seed=5), init_model(cfg, seed=5)
+    # tied: the LM head is the input embedding itself, so copying a token is an identity map
+    assert m1.get_output_embeddings().weight.data_ptr() == m1.get_input_embeddings().weight.data_ptr()
     assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
 
 
