@@ -8,24 +8,21 @@ exception when the server keeps failing — a flaky simulator must not kill a tr
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from .curriculum import NoiseCurriculum
+from .http_json import JsonPoster, RetryableError, ServerError
 from .simulator import SimulatorSearch
 
-
-class RetryableError(RuntimeError):
-    """A failure worth another attempt (timeout, connection error, 5xx/429, unparseable body)."""
+__all__ = ["OpenAISimulator", "RetryableError", "ServerError", "completions_url"]
 
 
-class ServerError(RuntimeError):
-    """A failure that another attempt will not fix (e.g. 4xx: bad model name, bad request)."""
+def _completion_text(raw: bytes) -> str:
+    text = json.loads(raw)["choices"][0]["text"]
+    if not isinstance(text, str):
+        raise TypeError("choices[0].text is not a string")
+    return text
 
 
 def completions_url(base_url: str) -> str:
@@ -61,8 +58,6 @@ class OpenAISimulator(SimulatorSearch):
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
         super().__init__(
             self._generate_batch,
             curriculum,
@@ -71,70 +66,19 @@ class OpenAISimulator(SimulatorSearch):
             answer_in_noisy=answer_in_noisy,
             cache_size=cache_size,
         )
-        self.url = completions_url(base_url)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.http = JsonPoster(completions_url(base_url), timeout=timeout, max_retries=max_retries,
+                               backoff=backoff, headers=headers)
+        self.url = self.http.url
         self.model = model
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
         self.concurrency = concurrency
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self._lock = threading.Lock()
-        self._http = {"http_attempts": 0, "http_retries": 0, "http_failures": 0}
-
-    def _bump(self, key: str) -> None:
-        with self._lock:
-            self._http[key] += 1
-
-    def _post_once(self, prompt: str) -> str:
-        body = json.dumps(
-            {
-                "model": self.model,
-                "prompt": prompt,
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-                "n": 1,
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        self._bump("http_attempts")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code >= 500 or e.code == 429:
-                raise RetryableError(f"HTTP {e.code}") from e
-            raise ServerError(f"HTTP {e.code}: {e.reason}") from e
-        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets are OSErrors
-            raise RetryableError(f"{type(e).__name__}: {e}") from e
-        try:
-            text = json.loads(raw)["choices"][0]["text"]
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise RetryableError(f"unparseable response: {raw[:200]!r}") from e
-        if not isinstance(text, str):
-            raise RetryableError(f"unparseable response: {raw[:200]!r}")
-        return text
 
     def _complete(self, prompt: str) -> str | Exception:
-        """At most 1 + max_retries attempts; the last error is returned (not raised) on failure."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._post_once(prompt)
-            except RetryableError as e:
-                error: Exception = e
-            except ServerError as e:
-                error = e
-                break
-            if attempt < self.max_retries:
-                self._bump("http_retries")
-                time.sleep(self.backoff * (2**attempt))
-        self._bump("http_failures")
-        return error
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": self.max_tokens,
+                   "temperature": self.temperature, "n": 1}
+        return self.http.post(payload, _completion_text)
 
     def _generate_batch(self, prompts: list[str]) -> list[str | Exception]:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
@@ -142,6 +86,5 @@ class OpenAISimulator(SimulatorSearch):
 
     def stats(self) -> dict:
         out = super().stats()
-        with self._lock:
-            out.update(self._http)
+        out.update(self.http.stats())
         return out

@@ -13,16 +13,12 @@ Only the standard library is used, so the backend adds no dependency.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from .base import SearchRequest, SearchResult, clean_query, empty_query_result, unavailable_result
-from .openai_client import RetryableError, ServerError
+from .http_json import JsonPoster
 
 
 def retrieve_url(url: str) -> str:
@@ -74,17 +70,11 @@ class RetrievalServerSearch:
     ):
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0")
-        self.url = retrieve_url(url)
+        self.http = JsonPoster(retrieve_url(url), timeout=timeout, max_retries=max_retries, backoff=backoff)
+        self.url = self.http.url
         self.top_k = top_k
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
         self.batch_size = batch_size
         # search() may be called from several rollout threads; the counters must stay exact.
         self._lock = threading.Lock()
@@ -92,57 +82,21 @@ class RetrievalServerSearch:
             "n_queries": 0,
             "n_empty": 0,
             "n_fallback": 0,
-            "http_attempts": 0,
-            "http_retries": 0,
-            "http_failures": 0,
         }
 
     def _bump(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._stats[key] += n
 
-    def _post_once(self, queries: list[str]) -> list[list[str]]:
-        """One HTTP round trip; raises RetryableError/ServerError, never returns a malformed answer."""
-        body = json.dumps({"queries": queries, "topk": self.top_k, "return_scores": True}).encode()
-        req = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        self._bump("http_attempts")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code >= 500 or e.code == 429:
-                raise RetryableError(f"HTTP {e.code}") from e
-            raise ServerError(f"HTTP {e.code}: {e.reason}") from e
-        except (OSError, http.client.HTTPException) as e:  # URLError, socket timeouts and resets are OSErrors
-            raise RetryableError(f"{type(e).__name__}: {e}") from e
-        try:
+    def _retrieve(self, queries: list[str]) -> list[list[str]] | Exception:
+        def parse(raw: bytes) -> list[list[str]]:
             rows = json.loads(raw)["result"]
             if not isinstance(rows, list) or len(rows) != len(queries):
                 raise ValueError(f"expected {len(queries)} result rows")
             # A server may return more than asked (or ignore topk): keep the contract of at most top_k.
             return [[_passage_text(item) for item in row][: self.top_k] for row in rows]
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise RetryableError(f"unparseable response ({e}): {raw[:200]!r}") from e
 
-    def _retrieve(self, queries: list[str]) -> list[list[str]] | Exception:
-        """At most 1 + max_retries attempts; the last error is returned (not raised) on failure."""
-        error: Exception = RuntimeError("no attempt made")
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._post_once(queries)
-            except RetryableError as e:
-                error = e
-            except ServerError as e:  # a 4xx will not get better by asking again
-                error = e
-                break
-            if attempt < self.max_retries:
-                self._bump("http_retries")
-                time.sleep(self.backoff * (2**attempt))
-        self._bump("http_failures")
-        return error
+        return self.http.post({"queries": queries, "topk": self.top_k, "return_scores": True}, parse)
 
     def search(self, requests: list[SearchRequest], *, step: int = 0) -> list[SearchResult]:
         """Results in request order, each with its request's row_id; `step` is unused (no curriculum)."""
@@ -169,4 +123,4 @@ class RetrievalServerSearch:
 
     def stats(self) -> dict:
         with self._lock:
-            return dict(self._stats)
+            return {**self._stats, **self.http.stats()}
