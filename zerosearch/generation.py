@@ -12,7 +12,8 @@ import contextlib
 import torch
 
 
-def _eos_ids(tokenizer, stop_token_ids: list[int] | None) -> list[int]:
+def stop_ids_for(tokenizer, stop_token_ids: list[int] | None) -> list[int]:
+    """The tokenizer's eos followed by the extra stop ids, without repeats (shared by both generators)."""
     ids: list[int] = []
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
@@ -43,7 +44,7 @@ def generate_texts(
     """
     if not prompts:
         return []
-    eos = _eos_ids(tokenizer, stop_token_ids)
+    eos = stop_ids_for(tokenizer, stop_token_ids)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         if not eos:

@@ -12,6 +12,7 @@ import torch
 
 from zerosearch.engine.engine import GenerationEngine
 from zerosearch.engine.sampling import SamplingParams
+from zerosearch.generation import stop_ids_for
 from zerosearch.models.transformer import LeanCausalLM
 from zerosearch.sampler import SampleOutput
 
@@ -69,10 +70,7 @@ def engine_generate_texts(
     """
     if not prompts:
         return []
-    stops: list[int] = []
-    if tokenizer.eos_token_id is not None:
-        stops.append(int(tokenizer.eos_token_id))
-    stops += [int(t) for t in stop_token_ids or [] if int(t) not in stops]
+    stops = stop_ids_for(tokenizer, stop_token_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
     engine = GenerationEngine(_lean(model), pad_id=int(pad_id))
     params = SamplingParams(temperature=temperature if do_sample else 1.0, top_p=top_p if do_sample else 1.0,
