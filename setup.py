@@ -48,7 +48,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
-        "transformers>=4.45",
+        "transformers>=4.56",  # packed sequences: sequence starts read from position_ids
         "tokenizers>=0.20",
         "safetensors",
         "bm25s",

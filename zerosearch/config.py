@@ -23,6 +23,7 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
     attn_implementation: str = "auto"  # auto | eager | sdpa | flash_attention_2
+    packed_sequences: str = "auto"  # auto (= on under flash_attention_2) | on | off: padding-free training forward
 
 
 @dataclass

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from zerosearch.ops import token_logprobs
+from zerosearch.packing import packed_decoder_hidden, packing_enabled
 
 
 def decoder_of(model: nn.Module) -> nn.Module:
@@ -23,9 +24,16 @@ def lm_head_weight(model: nn.Module) -> torch.Tensor:
     return model.get_output_embeddings().weight
 
 
+def decoder_hidden(body: nn.Module, ids: torch.Tensor, attn: torch.Tensor, *, packed: bool = False) -> torch.Tensor:
+    """Final-norm hidden states [B, L, H] of a decoder body, padded or computed padding-free."""
+    if packed and ids.shape[0] > 1:
+        return packed_decoder_hidden(body, ids, attn)
+    return body(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+
+
 def last_hidden(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Final-norm hidden states [B, L, H]; position t predicts token t + 1."""
-    return decoder_of(model)(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+    """Final-norm hidden states [B, L, H]; position t predicts token t + 1. Packs if `set_packing` said so."""
+    return decoder_hidden(decoder_of(model), ids, attn, packed=packing_enabled(model))
 
 
 def sequence_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, *,
@@ -39,15 +47,16 @@ def sequence_logprobs(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor, m
 class ValueModel(nn.Module):
     """PPO critic: a copy of the policy's body with a scalar head (DESIGN §1: critic init from policy)."""
 
-    def __init__(self, body: nn.Module, hidden_size: int) -> None:
+    def __init__(self, body: nn.Module, hidden_size: int, *, packed: bool = False) -> None:
         super().__init__()
         self.body = body
+        self.packed = packed
         self.head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        hidden = self.body(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+        hidden = decoder_hidden(self.body, ids, attn, packed=self.packed)
         return self.head(hidden[:, :-1].float()).squeeze(-1)  # value of the state before token t+1
 
 

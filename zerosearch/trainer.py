@@ -29,6 +29,7 @@ from zerosearch.config import RunConfig
 from zerosearch.data.qa import QAExample
 from zerosearch.metrics import MetricsLogger, plot_training
 from zerosearch.ops import masked_pg_loss, policy_loss_mask
+from zerosearch.packing import set_packing
 from zerosearch.policy import (
     Batch,
     ValueModel,
@@ -107,11 +108,12 @@ class Trainer:
         self.train = train
         self.curriculum = curriculum or NoiseCurriculum(
             self.tc.steps, cfg.curriculum.p_start, cfg.curriculum.p_end, cfg.curriculum.base)
+        packed = set_packing(self.policy, cfg.model.packed_sequences)  # the reference copy inherits it
         self.ref = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
         self.critic = None
         if self.tc.algo == "ppo":
             body = copy.deepcopy(decoder_of(policy))
-            self.critic = ValueModel(body, policy.config.hidden_size).to(self.device)
+            self.critic = ValueModel(body, policy.config.hidden_size, packed=packed).to(self.device)
         if self.tc.algo not in ("grpo", "ppo", "reinforce_pp"):
             raise ValueError(f"trainer.algo must be grpo, ppo or reinforce_pp, not {self.tc.algo!r}")
         # Under torchrun: FSDP2-shard policy, reference and critic in place (the runner's sampler holds the
