@@ -60,6 +60,8 @@ def test_paper_settings(path):
     ("trainer.batch_questions=63", "multiple of the world size"),
     ("rollout.max_context=400", "max_context"),
     ("simulator.base_url=", "base_url"),
+    ("model.packed_sequences=yes", "model.packed_sequences"),
+    ("model.attn_implementation=flash", "model.attn_implementation"),
 ])
 def test_validator_catches_mistakes(override, needle):
     cfg = load_config(PAPER[0], [override])

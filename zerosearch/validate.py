@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zerosearch.build import ATTN_IMPLEMENTATIONS
 from zerosearch.config import RunConfig
+from zerosearch.packing import PACKING_MODES
 from zerosearch.search.curriculum import noise_probability
 
 ALGOS = ("grpo", "ppo", "reinforce_pp")
@@ -66,6 +68,8 @@ def _names(cfg: RunConfig, r: Report) -> None:
     _choice(r, "rollout.engine", cfg.rollout.engine, ENGINES)
     _choice(r, "simulator.engine", cfg.simulator.engine, ENGINES)
     _choice(r, "model.dtype", cfg.model.dtype, DTYPES)
+    _choice(r, "model.attn_implementation", cfg.model.attn_implementation, ATTN_IMPLEMENTATIONS)
+    _choice(r, "model.packed_sequences", cfg.model.packed_sequences, PACKING_MODES)
     if not (cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:")):
         r.errors.append(f"device={cfg.device!r} must be cpu, cuda or cuda:N")
     if cfg.simulator.backend == "openai" and not cfg.simulator.base_url:
