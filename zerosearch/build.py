@@ -17,7 +17,15 @@ from zerosearch.engine.sampler import EngineSampler, engine_generate_texts
 from zerosearch.generation import generate_texts
 from zerosearch.rollout import RolloutRunner, RolloutSettings
 from zerosearch.sampler import HFSampler
-from zerosearch.search import BM25Search, NoiseCurriculum, OpenAISimulator, RetrievalServerSearch, SimulatorSearch
+from zerosearch.search import (
+    BM25Search,
+    DenseRetrieverSearch,
+    NoiseCurriculum,
+    OpenAISimulator,
+    RetrievalServerSearch,
+    SimulatorSearch,
+    WebSearch,
+)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -131,6 +139,17 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
             raise ValueError("simulator.backend=retriever needs simulator.retriever_url "
                              "(e.g. http://127.0.0.1:8000/retrieve)")
         return RetrievalServerSearch(s.retriever_url, top_k=s.top_k, timeout=s.timeout, max_retries=s.max_retries)
+    if s.backend == "web":
+        return WebSearch(s.web_url, api_key_env=s.web_api_key_env, top_k=s.top_k, timeout=s.timeout,
+                         max_retries=s.max_retries, concurrency=s.concurrency)
+    if s.backend == "dense":
+        return DenseRetrieverSearch.from_jsonl(
+            _existing_dir(cfg.data.corpus_path, "data.corpus_path"),
+            _existing_dir(s.dense_encoder_path, "simulator.dense_encoder_path"),
+            top_k=s.top_k,
+            device=cfg.device,
+            index_cache=s.dense_index_cache or None,
+        )
     if s.backend == "simulator":
         if simulator is None:
             simulator = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device,
@@ -144,7 +163,7 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
 
         return SimulatorSearch(gen, curriculum, top_k=s.top_k, seed=cfg.seed, answer_in_noisy=s.answer_in_noisy,
                                cache_size=cache_size)
-    raise ValueError(f"simulator.backend must be simulator, bm25, openai or retriever, not {s.backend!r}")
+    raise ValueError(f"simulator.backend must be simulator, bm25, openai, retriever, web or dense, not {s.backend!r}")
 
 
 def _generator(name: str):

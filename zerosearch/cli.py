@@ -47,10 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
 
-    p = sub.add_parser("eval", help="greedy evaluation with real (BM25) or simulated search",
+    p = sub.add_parser("eval", help="greedy evaluation with real or simulated search",
                        description="Greedy evaluation: EM / cover-EM / F1 per dataset and averaged. data.test_path "
                        "is a QA file, a comma-separated list, or a directory of Search-R1 test files; "
-                       "data.max_test_examples caps each dataset.")
+                       "data.max_test_examples caps each dataset. simulator.backend picks the search: bm25 or dense "
+                       "(a local corpus, data.corpus_path), retriever (a Search-R1 retrieval server), web (a Google "
+                       "search API, key in $SERPER_API_KEY), or simulator / openai.")
     _add_common(p)
     p.add_argument("--out", help="per-row trajectories JSONL (default: out_dir/eval.jsonl)")
     p.add_argument("--batch-size", type=int, default=64, help="questions rolled out together (default 64)")

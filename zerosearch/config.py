@@ -48,7 +48,7 @@ class RolloutConfig:
 
 @dataclass
 class SimulatorConfig:
-    backend: str = "simulator"  # simulator | bm25 | openai | retriever
+    backend: str = "simulator"  # simulator | bm25 | openai | retriever | web | dense
     base_url: str = ""  # openai-compatible server, e.g. http://localhost:8000/v1
     model: str = ""
     top_k: int = 5
@@ -60,6 +60,10 @@ class SimulatorConfig:
     concurrency: int = 8
     engine: str = "engine"  # engine | hf: how a local simulator model generates
     retriever_url: str = ""  # Search-R1 retrieval server for backend=retriever, e.g. http://127.0.0.1:8000/retrieve
+    web_url: str = "https://google.serper.dev/search"  # Serper-shaped Google search API for backend=web
+    web_api_key_env: str = "SERPER_API_KEY"  # name of the env variable holding the web API key (never the key)
+    dense_encoder_path: str = ""  # local E5-style encoder dir for backend=dense (corpus: data.corpus_path)
+    dense_index_cache: str = ""  # optional .pt cache of the dense passage embeddings
 
 
 @dataclass

@@ -19,7 +19,7 @@ from zerosearch.search.curriculum import noise_probability
 ALGOS = ("grpo", "ppo", "reinforce_pp")
 KL_TYPES = ("k1", "k2", "k3")
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
-BACKENDS = ("simulator", "bm25", "openai", "retriever")
+BACKENDS = ("simulator", "bm25", "openai", "retriever", "web", "dense")
 ENGINES = ("engine", "hf")
 DTYPES = ("float32", "bfloat16", "float16")
 

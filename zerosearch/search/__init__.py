@@ -1,4 +1,5 @@
-"""Search backends: real BM25 or a Search-R1 retrieval server, the LLM simulator (local or served), the curriculum."""
+"""Search backends: real ones (BM25, dense E5, a Search-R1 retrieval server, Google via a web API), the LLM
+simulator (local or served), the curriculum."""
 
 from .base import (
     EMPTY_QUERY_DOCS,
@@ -12,14 +13,17 @@ from .base import (
 )
 from .bm25 import BM25Search
 from .curriculum import NoiseCurriculum, noise_probability
+from .dense import DenseRetrieverSearch
 from .openai_client import OpenAISimulator
 from .retrieval_server import RetrievalServerSearch
 from .simulator import SimulatorSearch, hf_generate_fn, parse_documents
+from .web_search import WebSearch
 
 __all__ = [
     "EMPTY_QUERY_DOCS",
     "UNAVAILABLE_DOCS",
     "BM25Search",
+    "DenseRetrieverSearch",
     "NoiseCurriculum",
     "OpenAISimulator",
     "RetrievalServerSearch",
@@ -27,6 +31,7 @@ __all__ = [
     "SearchRequest",
     "SearchResult",
     "SimulatorSearch",
+    "WebSearch",
     "clean_query",
     "empty_query_result",
     "hf_generate_fn",

@@ -6,7 +6,6 @@ SFT data and the final evaluation with real search (DESIGN §5).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import bm25s
 from bm25s.tokenization import Tokenizer
 
 from .base import SearchRequest, SearchResult, clean_query, empty_query_result
+from .corpus import load_corpus_jsonl
 
 # \w+ keeps one-character tokens (digits, initials) that bm25s' default pattern would drop.
 _TOKEN_PATTERN = r"(?u)\b\w+\b"
@@ -47,14 +47,7 @@ class BM25Search:
     @classmethod
     def from_jsonl(cls, path: str | Path, top_k: int = 5, **kwargs) -> BM25Search:
         """Load a Search-R1 style corpus: one `{"id": ..., "contents": ...}` object per line."""
-        ids, docs = [], []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                ids.append(str(row.get("id", len(ids))))
-                docs.append(str(row["contents"]))
+        ids, docs = load_corpus_jsonl(path)
         return cls(docs, top_k=top_k, ids=ids, **kwargs)
 
     def retrieve(self, queries: Iterable[str], k: int | None = None) -> list[list[int]]:
