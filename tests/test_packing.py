@@ -71,10 +71,13 @@ def test_packed_forward_matches_padded(kind, attn_impl):
     packed = packed_decoder_hidden(body, ids, attn)
     (packed * probe)[real].sum().backward()
 
-    torch.testing.assert_close(packed[real], padded[real], rtol=1e-10, atol=1e-10)
+    # HF's eager attention takes its softmax in float32 even for a float64 model, so the two mask shapes
+    # ([T, T] block-diagonal vs [L, L] per row) round differently there; sdpa stays in float64 throughout.
+    rtol, atol = (1e-9, 1e-10) if attn_impl == "sdpa" else (1e-4, 1e-4)
+    torch.testing.assert_close(packed[real], padded[real], rtol=rtol, atol=atol)
     assert torch.all(packed[~real] == 0)
     for gp, p in zip(grads_padded, body.parameters()):
-        torch.testing.assert_close(p.grad, gp, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(p.grad, gp, rtol=rtol, atol=atol)
 
 
 def test_auto_packs_only_under_flash_attention():
