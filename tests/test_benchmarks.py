@@ -34,6 +34,16 @@ def _bench(module: str):
     return importlib.import_module(module)
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Benchmarks set the intra-op thread count for their timing; later tests must not inherit it."""
+    import torch
+
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_benchmark_writes_ratios(case: str, tmp_path: Path) -> None:
     module, flags = CASES[case]
