@@ -20,7 +20,7 @@ from zerosearch.toy.tokenizer import build_tokenizer, load_tokenizer
 from zerosearch.toy.trajectories import vocabulary_texts
 from zerosearch.toy.world import ToyWorld, build_world
 
-ASSET_VERSION = 2
+ASSET_VERSION = 3
 DEFAULT_N_ENTITIES = 240
 
 

@@ -33,7 +33,12 @@ _NEXT_THOUGHTS = (
     "{prev} is {bridge} . now i need to find {fact} .",
     "i found that {prev} is {bridge} . next i search for {fact} .",
 )
-_FINAL_THOUGHTS = ("the answer is {answer} .", "i found it . the answer is {answer} .")
+# restating the fact first makes the answer a copy of the document sentence with the same words
+_FINAL_THOUGHTS = (
+    "{fact} is {answer} . the answer is {answer} .",
+    "i found that {fact} is {answer} . so the answer is {answer} .",
+)
+_CUT_SHORT_THOUGHT = "the answer is {answer} ."  # when fewer searches than hops were made
 _DIRECT_THOUGHTS = ("i can answer without searching .", "i think i know the answer .")
 
 
@@ -79,7 +84,10 @@ def search_trajectory(
             thought = _pick(_NEXT_THOUGHTS, rng).format(prev=facts[i - 1], bridge=bridge, fact=facts[i])
         segments.append((f"{_think(thought)} {SEARCH_OPEN} {queries[i]} {SEARCH_CLOSE}", True))
         segments.append((observation_text(format_documents(docs)), False))
-    thought = _pick(_FINAL_THOUGHTS, rng).format(answer=final)
+    if documents_per_query and len(documents_per_query) == len(queries):
+        thought = _pick(_FINAL_THOUGHTS, rng).format(fact=facts[-1], answer=final)
+    else:
+        thought = _CUT_SHORT_THOUGHT.format(answer=final)
     segments.append((f"{_think(thought)} {_answer(final)}", True))
     return segments
 
@@ -97,5 +105,5 @@ def trajectory_text(segments: list[Segment]) -> str:
 
 def vocabulary_texts() -> list[str]:
     """The fixed wording of the trajectories, for the tokenizer's vocabulary."""
-    texts = [*_FIRST_THOUGHTS, *_NEXT_THOUGHTS, *_FINAL_THOUGHTS, *_DIRECT_THOUGHTS]
+    texts = [*_FIRST_THOUGHTS, *_NEXT_THOUGHTS, *_FINAL_THOUGHTS, _CUT_SHORT_THOUGHT, *_DIRECT_THOUGHTS]
     return [re.sub(r"\{\w+\}", " ", t) for t in texts]

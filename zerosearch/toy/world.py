@@ -191,27 +191,19 @@ def _make_entities(rng: random.Random, n_entities: int) -> tuple[list[Entity], d
     return [ents[n] for n in order], by_kind
 
 
+def fact(relation: str, name: str, value: str) -> str:
+    """One sentence stating an attribute, worded exactly like the fact a search trajectory looks for
+    ("the founder of x is y"), so reading the answer off a document is a copy after a matching prefix."""
+    return f"the {relation} of {name} is {value} ."
+
+
 def passage(entity: Entity, capital_of: str | None = None) -> str:
-    """The single passage that states every attribute of `entity` in plain sentences."""
-    n, a = entity.name, entity.attrs
-    if entity.kind == "country":
-        return f"{n} is a country . the capital of {n} is {a['capital']} . the currency of {n} is the {a['currency']} ."
-    if entity.kind == "city":
-        text = f"{n} is a city in the country {a['country']} . the river {a['river']} flows through {n} ."
-        if capital_of:
-            text += f" {n} is the capital of {capital_of} ."
-        return text
-    if entity.kind == "person":
-        return (
-            f"{n} is a person . {n} was born in {a['birthplace']} in the year {a['birth year']} . "
-            f"{n} works as a {a['occupation']} ."
-        )
-    if entity.kind == "company":
-        return (
-            f"{n} is a company . {n} was founded by {a['founder']} . the headquarters of {n} is in "
-            f"{a['headquarters']} . {n} makes {a['product']} ."
-        )
-    raise ValueError(f"unknown kind {entity.kind!r}")
+    """The single passage that states every attribute of `entity`, one sentence per attribute."""
+    sentences = [f"{entity.name} is a {entity.kind} ."]
+    sentences += [fact(rel, entity.name, value) for rel, value in entity.attrs.items()]
+    if capital_of:
+        sentences.append(f"{entity.name} is the capital of {capital_of} .")
+    return " ".join(sentences)
 
 
 # (kind, relation) -> single-hop question template
@@ -262,7 +254,7 @@ def _questions(entities: list[Entity]) -> list[QAExample]:
                     "entities": [name for _, name in hops],
                     "relations": [rel for rel, _ in hops],
                     "needed_queries": [query_for(rel, name) for rel, name in hops],
-                    "needed_facts": [f"the {rel} of {name}" for rel, name in hops],
+                    "needed_facts": [f"the {rel} of {name}" for rel, name in hops],  # prefix of `fact`
                 },
             )
         )
