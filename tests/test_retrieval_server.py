@@ -8,12 +8,11 @@ fallback paths are exercised over real sockets without the real (multi-GB) index
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_http import FakeJsonServer
 
 from zerosearch.search import (
     EMPTY_QUERY_DOCS,
@@ -24,48 +23,13 @@ from zerosearch.search import (
 )
 
 
-class _FakeRetriever:
-    """A threaded HTTP server whose answer to each POST is chosen by the next entry of `modes`.
+class _FakeRetriever(FakeJsonServer):
+    """Search-R1's retrieval server; extra mode "plain" answers bare {"contents"} items instead of scored ones."""
 
-    Modes: "ok" (scored items), "plain" (bare {"contents"} items), "500", "garbage", "hang".
-    The last mode repeats once the list runs out; every decoded request body is kept in `requests`.
-    """
+    route = "/retrieve"
 
-    def __init__(self) -> None:
-        self.modes: list[str] = ["ok"]
-        self.requests: list[dict] = []
-        self.hang_s = 1.0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "body": body})
-                mode = fake.modes.pop(0) if len(fake.modes) > 1 else fake.modes[0]
-                try:
-                    if mode == "hang":
-                        time.sleep(fake.hang_s)
-                        return
-                    if mode == "500":
-                        self.send_error(500, "boom")
-                        return
-                    payload = b"<html>not json" if mode == "garbage" else json.dumps(fake.answer(body, mode)).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client gave up (timeout test): nothing to tell it
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/retrieve"
+    def respond(self, body: dict, mode: str, headers: dict[str, str]) -> bytes:
+        return json.dumps(self.answer(body, mode)).encode()
 
     @staticmethod
     def answer(body: dict, mode: str) -> dict:
@@ -78,9 +42,6 @@ class _FakeRetriever:
                 rows.append([{"document": d, "score": 10.0 - j} for j, d in enumerate(docs[: body["topk"]])])
         return {"result": rows}
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

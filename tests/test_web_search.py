@@ -12,9 +12,9 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_http import FakeJsonServer
 
 from zerosearch.search import (
     EMPTY_QUERY_DOCS,
@@ -28,69 +28,18 @@ KEY_ENV = "ZS_TEST_WEB_KEY"
 KEY = "sk-test-0123456789abcdef"
 
 
-class _FakeSerper:
-    """A threaded HTTP server; each POST is answered by the next entry of `modes` (the last one repeats).
+class _FakeSerper(FakeJsonServer):
+    """A Serper-shaped API. Extra modes: "echo" (200 with a non-JSON body quoting the received key, as a
+    misbehaving proxy might) and "noresults" (an empty organic list)."""
 
-    Modes: "ok", "500", "401", "hang", "garbage", "echo" (200 with a non-JSON body quoting the received
-    key, as a misbehaving proxy might), "noresults" (an empty organic list). `delays` maps a query to
-    seconds to wait before answering; `max_inflight` is the most requests seen at once. Received header
-names are kept lower-cased (HTTP header names are case-insensitive; urllib sends `X-api-key`).
-    """
+    route = "/search"
 
-    def __init__(self) -> None:
-        self.modes: list[str] = ["ok"]
-        self.requests: list[dict] = []
-        self.delays: dict[str, float] = {}
-        self.hang_s = 1.0
-        self.inflight = 0
-        self.max_inflight = 0
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with fake._lock:
-                    fake.requests.append({"path": self.path, "body": body, "headers": headers})
-                    mode = fake.modes.pop(0) if len(fake.modes) > 1 else fake.modes[0]
-                    fake.inflight += 1
-                    fake.max_inflight = max(fake.max_inflight, fake.inflight)
-                try:
-                    time.sleep(fake.delays.get(body.get("q", ""), 0.0))
-                    if mode == "hang":
-                        time.sleep(fake.hang_s)
-                        return
-                    if mode in ("500", "401"):
-                        self.send_error(int(mode), "nope")
-                        return
-                    if mode == "garbage":
-                        payload = b"<html>not json"
-                    elif mode == "echo":
-                        payload = f"<html>bad gateway for key {self.headers['X-API-KEY']}</html>".encode()
-                    elif mode == "noresults":
-                        payload = json.dumps({"searchParameters": body, "organic": []}).encode()
-                    else:
-                        payload = json.dumps(fake.answer(body["q"])).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client gave up (timeout test): nothing to tell it
-                    pass
-                finally:
-                    with fake._lock:
-                        fake.inflight -= 1
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/search"
+    def respond(self, body: dict, mode: str, headers: dict[str, str]) -> bytes:
+        if mode == "echo":
+            return f"<html>bad gateway for key {headers['x-api-key']}</html>".encode()
+        if mode == "noresults":
+            return json.dumps({"searchParameters": body, "organic": []}).encode()
+        return json.dumps(self.answer(body["q"])).encode()
 
     @staticmethod
     def answer(q: str) -> dict:
@@ -108,9 +57,6 @@ names are kept lower-cased (HTTP header names are case-insensitive; urllib sends
             organic.append(item)
         return {"searchParameters": {"q": q}, "organic": organic, "peopleAlsoAsk": []}
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
