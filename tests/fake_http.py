@@ -3,8 +3,8 @@
 Each POST is answered by the next entry of `modes` (the last one repeats): "hang" never answers, a number
 ("500", "401") is that HTTP error, "garbage" is a non-JSON 200, anything else is handed to the subclass's
 `respond`. Every request is logged (path, decoded body, lower-cased headers — HTTP header names are
-case-insensitive); `delays` maps a body's "q" to seconds to wait first, and `max_inflight` is the most
-requests seen at once.
+case-insensitive); `delays` maps a body's "q" to seconds to wait first (`delay` for any other body), and
+`max_inflight` is the most requests seen at once.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class FakeJsonServer:
         self.modes: list[str] = ["ok"]
         self.requests: list[dict] = []
         self.delays: dict[str, float] = {}
+        self.delay = 0.0
         self.hang_s = 1.0
         self.inflight = 0
         self.max_inflight = 0
@@ -40,15 +41,29 @@ class FakeJsonServer:
                     mode = fake.modes.pop(0) if len(fake.modes) > 1 else fake.modes[0]
                     fake.inflight += 1
                     fake.max_inflight = max(fake.max_inflight, fake.inflight)
+                counted = True
+
+                def answered() -> None:
+                    # Stop counting before the answer goes out: once the client has it, it may send its next
+                    # request before this thread runs again, and that must not look like one extra in flight.
+                    nonlocal counted
+                    if counted:
+                        with fake._lock:
+                            fake.inflight -= 1
+                        counted = False
+
                 try:
-                    time.sleep(fake.delays.get(body.get("q", ""), 0.0) if isinstance(body, dict) else 0.0)
+                    query = body.get("q") if isinstance(body, dict) else None
+                    time.sleep(fake.delays.get(query, fake.delay) if isinstance(query, str) else fake.delay)
                     if mode == "hang":
                         time.sleep(fake.hang_s)
                         return
                     if mode.isdigit():
+                        answered()
                         self.send_error(int(mode), "nope")
                         return
                     payload = b"<html>not json" if mode == "garbage" else fake.respond(body, mode, headers)
+                    answered()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
@@ -57,8 +72,7 @@ class FakeJsonServer:
                 except OSError:  # the client gave up (timeout test): nothing to tell it
                     pass
                 finally:
-                    with fake._lock:
-                        fake.inflight -= 1
+                    answered()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -3,12 +3,11 @@ client's failure handling, and HF generation."""
 
 import json
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from fake_http import FakeJsonServer
 
 from zerosearch.prompts import format_documents
 from zerosearch.search import (
@@ -188,70 +187,19 @@ def test_bm25_finds_passage(tmp_path):
 # --------------------------------------------------------------------------- OpenAI-compatible client
 
 
-class FakeServer:
-    """A local /v1/completions server with switchable faults and request/concurrency counters."""
+class _FakeCompletions(FakeJsonServer):
+    """An OpenAI-compatible /v1/completions server that writes two documents about the prompt's query."""
 
-    def __init__(self):
-        self.mode = "ok"
-        self.delay = 0.0
-        self.requests = 0
-        self.inflight = 0
-        self.max_inflight = 0
-        self.fail_first = 0
-        self.lock = threading.Lock()
-        srv = self
+    route = "/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with srv.lock:
-                    srv.requests += 1
-                    n = srv.requests
-                    srv.inflight += 1
-                    srv.max_inflight = max(srv.max_inflight, srv.inflight)
-                try:
-                    time.sleep(srv.delay)
-                    if srv.mode == "hang":
-                        time.sleep(1.0)
-                    if srv.mode == "500" or n <= srv.fail_first:
-                        return self._send(500, b"oops")
-                    if srv.mode == "400":
-                        return self._send(400, b"bad model")
-                    if srv.mode == "garbage":
-                        return self._send(200, b"{not json")
-                    query = body["prompt"].split("Query: ")[1].split(" Useful Output")[0]
-                    text = f" Doc 1: about {query}\nDoc 2: more on {query}"
-                    self._send(200, json.dumps({"choices": [{"text": text}]}).encode())
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    with srv.lock:
-                        srv.inflight -= 1
-
-            def _send(self, code, data):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def respond(self, body: dict, mode: str, headers: dict[str, str]) -> bytes:
+        query = body["prompt"].split("Query: ")[1].split(" Useful Output")[0]
+        return json.dumps({"choices": [{"text": f" Doc 1: about {query}\nDoc 2: more on {query}"}]}).encode()
 
 
 @pytest.fixture
 def server():
-    s = FakeServer()
+    s = _FakeCompletions()
     yield s
     s.close()
 
@@ -273,34 +221,34 @@ def test_openai_normal(server):
     assert [r.row_id for r in res] == [0, 1, 2, 3]
     assert [r.documents for r in res] == [[f"about q{i}", f"more on q{i}"] for i in range(4)]
     assert not any(r.fallback for r in res)
-    assert server.requests == 4 and sim.stats()["http_attempts"] == 4
+    assert len(server.requests) == 4 and sim.stats()["http_attempts"] == 4
 
 
 def test_openai_retries_then_succeeds(server):
-    server.fail_first = 1
+    server.modes = ["500", "ok"]
     res = _client(server).search(_qs(1))
-    assert not res[0].fallback and server.requests == 2
+    assert not res[0].fallback and len(server.requests) == 2
 
 
 @pytest.mark.parametrize("mode, attempts_per_query", [("500", 3), ("garbage", 3), ("400", 1)])
 def test_openai_faults_fall_back_with_bounded_attempts(server, mode, attempts_per_query):
-    server.mode = mode
+    server.modes = [mode]
     sim = _client(server, max_retries=2)
     res = sim.search(_qs(2))
     assert all(r.fallback and r.documents == [UNAVAILABLE_DOCS] and r.error for r in res)
     assert [r.row_id for r in res] == [0, 1]
-    assert server.requests == 2 * attempts_per_query
+    assert len(server.requests) == 2 * attempts_per_query
     assert sim.stats()["fallbacks"] == 2 and sim.stats()["http_failures"] == 2
 
 
 def test_openai_hanging_server_times_out(server):
-    server.mode = "hang"
+    server.modes = ["hang"]
     sim = _client(server, timeout=0.2, max_retries=1)
     t0 = time.monotonic()
     res = sim.search(_qs(2))
     assert time.monotonic() - t0 < 1.5
     assert all(r.fallback for r in res)
-    assert server.requests == 4
+    assert len(server.requests) == 4
 
 
 def test_openai_concurrency_bound(server):
@@ -308,7 +256,7 @@ def test_openai_concurrency_bound(server):
     sim = _client(server, concurrency=3)
     res = sim.search(_qs(9))
     assert not any(r.fallback for r in res)
-    assert server.requests == 9
+    assert len(server.requests) == 9
     assert 2 <= server.max_inflight <= 3
 
 
