@@ -80,12 +80,14 @@ def test_packed_forward_matches_padded(kind, attn_impl):
         torch.testing.assert_close(p.grad, gp, rtol=rtol, atol=atol)
 
 
-def test_auto_packs_only_under_flash_attention():
+def test_auto_packs_only_under_varlen_attention():
     def stub(impl):
         return SimpleNamespace(config=SimpleNamespace(_attn_implementation=impl))
 
     assert set_packing(stub("flash_attention_2"), "auto") is True
+    assert set_packing(stub("xformers"), "auto") is True
     assert set_packing(stub("sdpa"), "auto") is False
+    assert set_packing(stub("eager"), "auto") is False
     assert set_packing(stub("sdpa"), "on") is True
     assert set_packing(stub("flash_attention_2"), "off") is False
     with pytest.raises(ValueError, match="packed_sequences"):

@@ -148,28 +148,3 @@ def test_build_search_retriever_backend(fake):
     s = build_search(cfg, curriculum=None)
     assert isinstance(s, RetrievalServerSearch) and s.top_k == 2
     assert len(s.search(_reqs("q"))[0].documents) == 2
-
-
-def test_attn_implementation_choice(tmp_path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from zerosearch.build import load_causal_lm, resolve_attn_implementation
-
-    assert resolve_attn_implementation("auto", "float32", "cpu") == "sdpa"
-    assert resolve_attn_implementation("auto", "bfloat16", "cpu") == "sdpa"
-    assert resolve_attn_implementation("sdpa", "float32", "cpu") == "sdpa"
-    with pytest.raises(ValueError, match="attn_implementation"):
-        resolve_attn_implementation("magic", "float32", "cpu")
-
-    cfg = Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
-    Qwen2ForCausalLM(cfg).save_pretrained(tmp_path)
-    assert load_causal_lm(str(tmp_path), "float32", "cpu", attn_implementation="eager").config._attn_implementation \
-        == "eager"
-    assert load_causal_lm(str(tmp_path)).config._attn_implementation == "sdpa"
-
-    import importlib.util
-
-    if importlib.util.find_spec("flash_attn") is None:
-        with pytest.raises(ValueError, match="flash_attn"):
-            load_causal_lm(str(tmp_path), "bfloat16", "cpu", attn_implementation="flash_attention_2")

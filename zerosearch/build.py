@@ -26,6 +26,8 @@ from zerosearch.search import (
     SimulatorSearch,
     WebSearch,
 )
+from zerosearch.xformers_attention import NAME as XFORMERS
+from zerosearch.xformers_attention import register_xformers_attention, xformers_installed
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,7 +48,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     return tok
 
 
-ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "xformers")
 
 
 def _flash_attn_installed() -> bool:
@@ -57,23 +59,26 @@ def _flash_attn_installed() -> bool:
 def resolve_attn_implementation(requested: str, dtype: str, device: str | torch.device) -> str:
     """The `attn_implementation` to hand transformers for a model loaded with this dtype on this device.
 
-    "auto" picks FlashAttention-2 only where it can actually run (installed, CUDA, half precision) and
-    SDPA everywhere else, so one config works on a laptop and on a GPU node. An explicit choice is
-    honoured, except that asking for flash_attention_2 without the package fails here with a clear
-    message instead of deep inside transformers.
+    "auto" picks a varlen-capable kernel only where it can actually run (installed, CUDA, half precision):
+    FlashAttention-2, else xFormers, else SDPA, so one config works on a laptop and on a GPU node. An
+    explicit choice is honoured, except that asking for a package that is not installed fails here with a
+    clear message instead of deep inside transformers.
     """
     if requested not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"model.attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, not {requested!r}")
     if requested == "auto":
         on_cuda = torch.device(device).type == "cuda"
-        if on_cuda and dtype in ("bfloat16", "float16") and _flash_attn_installed():
+        half_on_cuda = on_cuda and dtype in ("bfloat16", "float16")
+        if half_on_cuda and _flash_attn_installed():
             return "flash_attention_2"
-        return "sdpa"
-    if requested == "flash_attention_2" and not _flash_attn_installed():
-        raise ValueError(
-            "model.attn_implementation=flash_attention_2 needs the flash_attn package, which is not installed; "
-            "install it or use 'auto', 'sdpa' or 'eager'"
-        )
+        return "xformers" if half_on_cuda and xformers_installed() else "sdpa"
+    for name, package, installed in (("flash_attention_2", "flash_attn", _flash_attn_installed),
+                                     ("xformers", "xformers", xformers_installed)):
+        if requested == name and not installed():
+            raise ValueError(
+                f"model.attn_implementation={name} needs the {package} package, which is not installed; "
+                "install it or use 'auto', 'sdpa' or 'eager'"
+            )
     return requested
 
 
@@ -81,6 +86,8 @@ def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu", attn_
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
     attn = resolve_attn_implementation(attn_implementation, dtype, device)
+    if attn == XFORMERS:
+        register_xformers_attention()
     model = AutoModelForCausalLM.from_pretrained(
         str(_existing_dir(path, "model path")), dtype=_DTYPES[dtype], attn_implementation=attn
     )

@@ -22,8 +22,9 @@ class ModelConfig:
     tokenizer_path: str = ""
     dtype: str = "float32"  # float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
-    attn_implementation: str = "auto"  # auto | eager | sdpa | flash_attention_2
-    packed_sequences: str = "auto"  # auto (= on under flash_attention_2) | on | off: padding-free training forward
+    attn_implementation: str = "auto"  # auto | eager | sdpa | flash_attention_2 | xformers
+    # padding-free training forward: auto (= on under flash_attention_2 / xformers) | on | off
+    packed_sequences: str = "auto"
 
 
 @dataclass

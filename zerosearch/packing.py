@@ -3,13 +3,14 @@
 Why: rollouts differ a lot in length (one answers at once, another searches three times), so a
 right-padded [B, L] batch spends most of its decoder FLOPs on padding. Packing puts the real
 tokens of all rows end to end in a [1, T] row whose position ids restart at 0 for each sequence;
-transformers reads those restarts as sequence boundaries (flash-attn varlen kernels, or a
-block-diagonal mask for sdpa/eager), so no token attends across sequences. The hidden states are
-scattered back to [B, L, H] (zeros at padding) so the loss, masks and advantages keep their
-padded layout — the fused loss already skips masked rows, so padding costs nothing there.
+transformers reads those restarts as sequence boundaries (flash-attn varlen kernels, xFormers'
+block-diagonal bias, or a dense block-diagonal mask for sdpa/eager), so no token attends across
+sequences. The hidden states are scattered back to [B, L, H] (zeros at padding) so the loss, masks
+and advantages keep their padded layout — the fused loss already skips masked rows, so padding costs nothing there.
 
 With sdpa/eager the block-diagonal mask is [T, T], i.e. attention work grows with the square of
-the packed length, which is why `model.packed_sequences=auto` packs only under flash_attention_2.
+the packed length, which is why `model.packed_sequences=auto` packs only under the varlen-capable
+implementations, flash_attention_2 and xformers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 PACKING_MODES = ("auto", "on", "off")
 _ATTR = "_zerosearch_packed"  # set on a model by `set_packing`
+VARLEN_ATTENTION = ("flash_attention_2", "xformers")  # attention implementations that pack without a [T, T] mask
 
 
 @dataclass
@@ -63,7 +65,7 @@ def set_packing(model: nn.Module, mode: str) -> bool:
     if mode not in PACKING_MODES:
         raise ValueError(f"model.packed_sequences must be one of {list(PACKING_MODES)}, not {mode!r}")
     attn_impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    packed = mode == "on" or (mode == "auto" and attn_impl == "flash_attention_2")
+    packed = mode == "on" or (mode == "auto" and attn_impl in VARLEN_ATTENTION)
     setattr(model, _ATTR, packed)
     return packed
 
