@@ -146,5 +146,35 @@ def test_torchrun_toy_training_two_steps(tmp_path):
     assert (out / "final" / "config.json").is_file()
 
 
+def test_torchrun_eval_splits_questions_and_matches_one_process(tmp_path):
+    """`torchrun -m zerosearch.cli eval` on 2 ranks writes the same rows, in the same order, as one process.
+
+    One question per batch and one thread per process, so both runs do bit-identical arithmetic per question.
+    """
+    from zerosearch.toy.assets import ensure_toy_assets
+
+    assets = ensure_toy_assets(tmp_path / "cache", seed=0, n_entities=24)
+    args = [
+        "-m", "zerosearch.cli", "eval", "--quiet", "--batch-size", "1", f"model.policy_path={assets.policy_dir}",
+        f"model.tokenizer_path={assets.tokenizer_dir}", f"data.test_path={assets.test_path}",
+        f"data.corpus_path={assets.corpus_path}", "data.max_test_examples=5", "simulator.backend=bm25",
+        "rollout.max_turns=2", "rollout.max_new_tokens=8", f"out_dir={tmp_path}",
+    ]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.jsonl")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=200)
+    assert single.returncode == 0, single.stderr[-3000:]
+    proc = _torchrun([*args, "--out", str(tmp_path / "two.jsonl")], timeout=200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert len(one) >= 4 and one == two
+    summaries = [json.loads((tmp_path / f"{n}-summary.json").read_text()) for n in ("one", "two")]
+    assert summaries[0] == summaries[1]
+    assert proc.stdout.count("average") == 1  # rank 0 alone prints the table
+    assert sorted(p.name for p in tmp_path.glob("two*")) == ["two-summary.json", "two.jsonl"]  # no part files left
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))

@@ -60,17 +60,27 @@ def test_dir(tmp_path):
 
 
 class ScriptedPolicy:
-    """Turn 1: `<search> {question} </search>`; turn 2: `<answer> {scripted} </answer>` (or nothing)."""
+    """Turn 1: `<search> {question} </search>`; turn 2: `<answer> {scripted} </answer>` (or nothing).
 
-    def __init__(self, tok) -> None:
+    `crash_on_call` makes that sampling call (1-based) raise, as an OOM or a killed job would; `asked` lists
+    the questions each call saw.
+    """
+
+    def __init__(self, tok, crash_on_call: int = 0) -> None:
         self.tok = tok
         self.answers = {q: a for q, (_, a) in [*NQ.items(), *HOTPOT.items()]}
+        self.crash_on_call = crash_on_call
+        self.asked: list[str] = []
 
     def sample(self, contexts, *, max_new_tokens, stop_ids):
+        if len(self.asked) + 1 == self.crash_on_call:
+            raise RuntimeError("simulated crash")
         out = []
+        questions = []
         for ctx in contexts:
             text = self.tok.decode(ctx, skip_special_tokens=False)
             question = next(q for q in self.answers if q in text)
+            questions.append(question)
             if "<information>" not in text.split(question, 1)[1]:
                 reply = f"<search> {question} </search>"
             elif self.answers[question] is None:
@@ -78,14 +88,15 @@ class ScriptedPolicy:
             else:
                 reply = f"<answer> {self.answers[question]} </answer>"
             out.append(self.tok.encode(reply, add_special_tokens=False))
+        self.asked.append(questions)
         return SampleOutput(out, [[0.0] * len(ids) for ids in out])
 
 
-def _runner(tok, tmp_path) -> RolloutRunner:
+def _runner(tok, tmp_path, policy: ScriptedPolicy | None = None) -> RolloutRunner:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": str(i), "contents": p}) + "\n" for i, p in enumerate(PASSAGES)))
     settings = RolloutSettings(max_turns=2, max_new_tokens=16, max_context=512)
-    return RolloutRunner(tok, ScriptedPolicy(tok), BM25Search.from_jsonl(corpus, top_k=1), settings)
+    return RolloutRunner(tok, policy or ScriptedPolicy(tok), BM25Search.from_jsonl(corpus, top_k=1), settings)
 
 
 def test_directory_and_comma_list_load_every_dataset(test_dir):
@@ -123,6 +134,47 @@ def test_scores_match_hand_computed_values(tok, test_dir, tmp_path, batch_size):
         assert r["queries"] == [r["question"]]
     assert "paris is the capital of france" in next(r for r in rows if "france" in r["question"])["trajectory"]
     assert "average" in format_table(summary)
+
+
+def _check_summary(summary):
+    for src, want in EXPECTED.items():
+        for key in ("em", "cover_em", "f1", "n"):
+            assert summary["per_source"][src][key] == pytest.approx(want[key]), (src, key)
+
+
+def test_interrupted_eval_resumes_without_redoing_rows(tok, test_dir, tmp_path):
+    examples = load_test_sets(str(test_dir))
+    out = tmp_path / "run" / "eval.jsonl"
+    part = out.with_name("eval.part0.jsonl")
+    # Batches of 2 take two sampling calls each (search, then answer): call 3 is the second batch's first.
+    crashing = ScriptedPolicy(tok, crash_on_call=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(_runner(tok, tmp_path, crashing), examples, batch_size=2, out_jsonl=out, progress=False)
+    saved = [json.loads(line) for line in part.read_text().splitlines()]
+    assert [r["uid"] for r in saved] == [e.uid for e in examples[:2]]  # the finished batch survived the crash
+    with open(part, "a") as f:
+        f.write('{"uid": "cut short by the crash", "f1"')  # a write torn mid-line
+
+    resumed = ScriptedPolicy(tok)
+    summary = evaluate(_runner(tok, tmp_path, resumed), examples, batch_size=2, out_jsonl=out, progress=False,
+                       resume=True)
+    rolled_out = {q for call in resumed.asked for q in call}
+    assert rolled_out == {e.question for e in examples[2:]}  # only the rows the crash lost
+    _check_summary(summary)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["uid"] for r in rows] == [e.uid for e in examples]  # one merged file, in the test sets' order
+    assert not part.exists()
+
+    # Resuming a finished evaluation rolls out nothing; resuming into another test set is refused.
+    again = ScriptedPolicy(tok)
+    _check_summary(evaluate(_runner(tok, tmp_path, again), examples, out_jsonl=out, progress=False, resume=True))
+    assert again.asked == []
+    with pytest.raises(ValueError, match="--resume only continues the same evaluation"):
+        evaluate(_runner(tok, tmp_path), examples[:3], out_jsonl=out, progress=False, resume=True)
+    # Without --resume the earlier rows are discarded and everything runs again.
+    fresh = ScriptedPolicy(tok)
+    _check_summary(evaluate(_runner(tok, tmp_path, fresh), examples, batch_size=2, out_jsonl=out, progress=False))
+    assert {q for call in fresh.asked for q in call} == {e.question for e in examples}
 
 
 def test_cli_eval_scores_every_row(tmp_path):

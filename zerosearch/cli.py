@@ -22,6 +22,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node 8 -m zerosearch.cli train --config configs/qwen2.5-3b-grpo.yaml
   zerosearch train --config configs/qwen2.5-3b-grpo.yaml --resume
   zerosearch eval --config configs/qwen2.5-3b-grpo.yaml model.policy_path=runs/x/final
+  torchrun --nproc_per_node 8 -m zerosearch.cli eval --config cfg.yaml --resume  # 8 GPUs; continue a crashed eval
   zerosearch simulate --config cfg.yaml --query "capital of france" --question "..." --answer paris
 """
 
@@ -52,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "is a QA file, a comma-separated list, or a directory of Search-R1 test files; "
                        "data.max_test_examples caps each dataset. simulator.backend picks the search: bm25 or dense "
                        "(a local corpus, data.corpus_path), retriever (a Search-R1 retrieval server), web (a Google "
-                       "search API, key in $SERPER_API_KEY), or simulator / openai.")
+                       "search API, key in $SERPER_API_KEY), or simulator / openai. Rows are saved as batches "
+                       "finish (--resume continues after a crash); under torchrun the questions are split over the "
+                       "ranks.")
     _add_common(p)
     p.add_argument("--out", help="per-row trajectories JSONL (default: out_dir/eval.jsonl)")
     p.add_argument("--batch-size", type=int, default=64, help="questions rolled out together (default 64)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation: skip the questions already saved in --out")
 
     p = sub.add_parser("validate", help="dry-run check of a config: names, ranges, curriculum, batches, paths")
     _add_common(p)
@@ -156,19 +161,31 @@ def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
 
 
 def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
-    """Greedy eval over one or many test sets (`data.test_path`: file, comma list or directory), any backend."""
+    """Greedy eval over one or many test sets (`data.test_path`: file, comma list or directory), any backend.
+
+    Under `torchrun` the questions are split over the ranks; rank 0 writes the results and prints the table.
+    """
+    from zerosearch import distributed
     from zerosearch.build import build_runner, build_search, load_policy
     from zerosearch.evaluate import evaluate, format_table, load_test_sets
 
-    test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
-    tok, policy = load_policy(cfg)
-    search = build_search(cfg, curriculum=None)
-    runner = build_runner(cfg, policy, tok, search, greedy=True)
-    out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
-    summary = evaluate(runner, test, batch_size=args.batch_size, out_jsonl=out, progress=progress)
-    out.with_name(out.stem + "-summary.json").write_text(json.dumps(summary, indent=2))
-    print(format_table(summary))
-    print(f"per-row results: {out}; summary: {out.with_name(out.stem + '-summary.json')}")
+    info = distributed.init_distributed(cfg.device)
+    cfg.device = info.device
+    try:
+        test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
+        tok, policy = load_policy(cfg)
+        search = build_search(cfg, curriculum=None)
+        runner = build_runner(cfg, policy, tok, search, greedy=True)
+        out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
+        summary = evaluate(runner, test, batch_size=args.batch_size, out_jsonl=out, progress=progress,
+                           resume=args.resume)
+        if distributed.is_main():
+            summary_path = out.with_name(out.stem + "-summary.json")
+            summary_path.write_text(json.dumps(summary, indent=2))
+            print(format_table(summary))
+            print(f"per-row results: {out}; summary: {summary_path}")
+    finally:
+        distributed.cleanup()
     return 0
 
 

@@ -34,6 +34,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -265,6 +266,15 @@ def all_true(flag: bool) -> bool:
     t = torch.tensor([0 if flag else 1], dtype=torch.int64)
     dist.all_reduce(t)
     return t.item() == 0
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable `obj`, in rank order, on every rank (eval rows); `[obj]` in one process."""
+    if not enabled():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def shard_indices(indices: list[int]) -> list[int]:

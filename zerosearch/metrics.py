@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
+
+from zerosearch.jsonl import append_jsonl, read_jsonl, write_jsonl_atomic
 
 
 class MetricsLogger:
@@ -32,13 +33,7 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop lines of steps the restored checkpoint has not seen (and any torn line)."""
-        rows = [r for r in read_metrics(self.path) if _step_of(r) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_jsonl_atomic(self.path, [r for r in read_metrics(self.path) if _step_of(r) <= step])
         self._checked = True
 
     def _heal(self, step: int) -> None:
@@ -57,10 +52,7 @@ class MetricsLogger:
         if not self._checked:
             step = clean.get("step")
             self._heal(step if isinstance(step, int) else 1 << 62)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(clean) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [clean])
         if self._tb is not None:
             for k, v in clean.items():
                 if isinstance(v, int | float) and k != "step":
@@ -81,18 +73,8 @@ def _plain(v: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed writer
-                continue
-    return rows
+    """The logged steps; a line torn by a killed writer is skipped."""
+    return read_jsonl(path)[0]
 
 
 def plot_training(metrics_path: str | Path, out_png: str | Path) -> Path:
