@@ -126,10 +126,49 @@ def test_sampling_is_seeded_and_logprobs_are_exact(model):
     assert a.token_ids == b.token_ids
     # log-probs equal a teacher-forced HF forward at temperature 0.7
     for r, (ids, lps) in enumerate(zip(a.token_ids, a.logprobs)):
-        full = torch.tensor([prompts[r // 3] + ids])
-        logits = model(full).logits[0, len(prompts[r // 3]) - 1 : -1] / 0.7
-        ref = torch.log_softmax(logits.double(), -1).gather(-1, torch.tensor(ids)[:, None])[:, 0]
+        ref = _teacher_forced_logprobs(model, prompts[r // 3], ids, 0.7)
         assert torch.allclose(torch.tensor(lps, dtype=torch.float64), ref, atol=1e-5)
+
+
+def _teacher_forced_logprobs(model, prompt, ids, temperature=1.0):
+    full = torch.tensor([prompt + ids])
+    logits = model(full).logits[0, len(prompt) - 1 : -1] / temperature
+    return torch.log_softmax(logits.double(), -1).gather(-1, torch.tensor(ids)[:, None])[:, 0]
+
+
+def test_finished_rows_are_compacted_away(model):
+    """Rows end at very different steps: the batch shrinks at the host checks, and every row still matches HF."""
+    prompts = _prompts(5, [3, 9, 1, 6, 4, 2], seed=7)
+    budgets = [1, 20, 2, 3, 17, 2]
+    free = _hf_greedy(model, prompts, 20)
+    eng = GenerationEngine(LeanCausalLM.from_hf(model), sync_every=2)
+    got = eng.generate(prompts, max_new_tokens=budgets, n=2, sampling=SamplingParams(greedy=True))
+    assert got.token_ids == [free[i][:b] for i, b in enumerate(budgets) for _ in range(2)]
+    sizes = eng.last_batch_sizes
+    # Checks after steps 2, 4, 6, ...: at step 2 the budgets 1, 2, 2 are spent (6 of 12 rows live, <= half:
+    # compact); at 4 budget 3 too (4 of 6 live: keep going); at 18 budget 17 (2 of 4 live: compact).
+    assert sizes == [12, 6, 2]
+    for r, (ids, lps) in enumerate(zip(got.token_ids, got.logprobs)):
+        ref = _teacher_forced_logprobs(model, prompts[r // 2], ids)
+        assert torch.allclose(torch.tensor(lps, dtype=torch.float64), ref, atol=1e-5)
+
+    # Sampled rows after a compaction: their log-probs are still those of their own prefix (right KV rows,
+    # positions and slots), and a stop id ends rows early so the batch shrinks.
+    params = SamplingParams(temperature=0.8)
+    stop = [free[1][0], free[4][1]]
+    got = eng.generate(prompts, max_new_tokens=budgets, n=3, sampling=params, stop_ids=stop, seed=5)
+    assert len(eng.last_batch_sizes) >= 2
+    for r, (ids, lps) in enumerate(zip(got.token_ids, got.logprobs)):
+        assert 1 <= len(ids) <= budgets[r // 3]
+        assert not any(t in stop for t in ids[:-1])  # cut after the first stop id
+        ref = _teacher_forced_logprobs(model, prompts[r // 3], ids, 0.8)
+        assert torch.allclose(torch.tensor(lps, dtype=torch.float64), ref, atol=1e-5)
+
+    off = GenerationEngine(LeanCausalLM.from_hf(model), sync_every=2, compact_below=0.0)
+    off.generate(prompts, max_new_tokens=budgets, n=2, sampling=SamplingParams(greedy=True))
+    assert off.last_batch_sizes == [12]
+    with pytest.raises(ValueError, match="compact_below"):
+        GenerationEngine(LeanCausalLM.from_hf(model), compact_below=1.0)
 
 
 def test_engine_references_live_parameters(model):
@@ -177,3 +216,16 @@ def test_engine_generate_texts_matches_generate_texts_greedy():
     got = engine_generate_texts(model, tok, prompts, **kw)
     assert got == want
     assert any(w.strip() for w in want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_recaptured_after_compaction_matches_eager():
+    model = _model("qwen2").float().cuda()
+    prompts = _prompts(5, [3, 9, 1, 6, 4, 2], seed=7)
+    budgets = [1, 20, 2, 3, 17, 2]
+    runs = []
+    for graph in (True, False):
+        eng = GenerationEngine(LeanCausalLM.from_hf(model), sync_every=2, cuda_graph=graph)
+        runs.append(eng.generate(prompts, max_new_tokens=budgets, n=2, sampling=SamplingParams(greedy=True)))
+        assert eng.last_batch_sizes == [12, 6, 2]
+    assert runs[0].token_ids == runs[1].token_ids

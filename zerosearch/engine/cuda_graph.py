@@ -5,7 +5,8 @@ captured graph removes it. Capture needs every address and shape fixed, so the s
 static buffers: the current token, per-row positions, the cache slot (a device scalar, used with
 ``index_copy_``), per-row attention ends, and the sampler's seed tensor; the step advances them itself.
 The weights are referenced by pointer, so in-place optimizer updates are seen by later replays, but a
-graph must not outlive a re-allocation of the parameters (the engine captures afresh per generate call).
+graph must not outlive a re-allocation of the parameters (the engine captures afresh per generate call,
+and again after each compaction of the batch).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from zerosearch.engine.attention import decode_attention
 class GraphedDecode:
     """Callable ``step(j) -> (tok, lp)`` backed by a captured graph; same contract as the eager step."""
 
-    def __init__(self, model, w, cache, start_b, pos, width, tok, drawer, scale, use_triton, warmup: int = 2):
+    def __init__(self, model, w, cache, start_b, pos, width, tok, drawer, scale, use_triton, warmup: int = 2,
+                 first_step: int = 0):  # fmt: skip
+        """Captured to start at decode step ``first_step`` (after a compaction the batch restarts mid-way)."""
         self.tok = tok.clone()
-        self.pos = pos.clone()
-        self.slot = torch.tensor([width], dtype=torch.long, device=tok.device)
-        self.end = (torch.zeros_like(start_b) + width + 1).to(torch.int32)
+        self.pos = pos + first_step
+        self.slot = torch.tensor([width + first_step], dtype=torch.long, device=tok.device)
+        self.end = (torch.zeros_like(start_b) + width + first_step + 1).to(torch.int32)
         self.lp = torch.zeros(tok.shape[0], dtype=torch.float32, device=tok.device)
         self.drawer = drawer
 

@@ -13,8 +13,12 @@ One `generate` call runs a fixed batch to completion:
    looks at it only every ``sync_every`` steps (multi-token stop sequences are matched there too, by the
    compiled ``stop_match`` op). On CUDA the step is captured once in a CUDA graph and replayed.
 
-Finished rows keep decoding until the batch stops (their extra tokens are cut on the host); with short,
-similar-length outputs that costs less than compacting the batch, and it keeps shapes static.
+4. **Compaction.** Finished rows keep decoding until the next host check (their extra tokens are cut on
+   the host). Rollout turns differ a lot in length (one row answers in 20 tokens, another thinks for 500),
+   so when at most ``compact_below`` of the rows are still live at a check, the live rows' KV rows are
+   moved to the front of the cache, in place and one layer at a time (no second cache), every per-row
+   tensor is cut to them, and the CUDA graph is captured again for the smaller batch. Each compaction at
+   least halves the batch, so a call captures at most ``log2(rows)`` extra graphs.
 """
 
 from __future__ import annotations
@@ -67,12 +71,17 @@ class GenerationEngine:
         use_triton: bool | None = None,
         cuda_graph: bool = True,
         sync_every: int = 8,
+        compact_below: float = 0.5,
     ) -> None:
+        if not 0.0 <= compact_below < 1.0:
+            raise ValueError("compact_below must be in [0, 1) (0 turns compaction off)")
         self.model = model
         self.pad_id = int(pad_id)
         self._use_triton = use_triton
         self.cuda_graph = cuda_graph
         self.sync_every = max(1, int(sync_every))
+        self.compact_below = float(compact_below)
+        self.last_batch_sizes: list[int] = []  # rows decoded after each compaction of the last call (a record)
 
     def _triton_on(self, device: torch.device) -> bool:
         if self._use_triton is not None:
@@ -137,11 +146,18 @@ class GenerationEngine:
         lps = torch.zeros(rows, budget, dtype=torch.float32, device=dev)
         done = torch.zeros(rows, dtype=torch.bool, device=dev)
 
-        step = self._make_step(w, cache, start_b, pos, width, tok, drawer, scale, use_triton)
+        active = torch.arange(rows, device=dev)  # original row of each row still in the batch
+        self.last_batch_sizes = [rows]
+        step = self._make_step(w, cache, start_b, pos, width, tok, drawer, scale, use_triton, 0)
         n_gen = budget
         for j in range(budget):
-            tokens[:, j] = tok
-            lps[:, j] = lp
+            batch = len(active)
+            if batch == rows:
+                tokens[:, j] = tok
+                lps[:, j] = lp
+            else:
+                tokens[active, j] = tok
+                lps[active, j] = lp
             if stop_t.numel():
                 done |= torch.isin(tok, stop_t)
             done |= max_new <= j + 1
@@ -149,11 +165,21 @@ class GenerationEngine:
                 break
             if (j + 1) % self.sync_every == 0:
                 if packed is not None:
-                    hit = stop_match(tokens[:, : j + 1], torch.full((rows,), j + 1, device=dev), packed)
+                    mine = tokens[:, : j + 1] if batch == rows else tokens[active, : j + 1]
+                    hit = stop_match(mine, torch.full((batch,), j + 1, device=dev), packed)
                     done |= hit >= 0
-                if bool(done.all()):
+                live = batch - int(done.sum())
+                if live == 0:
                     n_gen = j + 1
                     break
+                if live <= batch * self.compact_below:
+                    keep = torch.nonzero(~done).flatten()
+                    cache = _compact_cache(cache, keep)
+                    start_b, pos, max_new, tok, done, active = (
+                        t[keep] for t in (start_b, pos, max_new, tok, done, active)
+                    )
+                    step = self._make_step(w, cache, start_b, pos, width, tok, drawer, scale, use_triton, j)
+                    self.last_batch_sizes.append(live)
             tok, lp = step(j)
         return self._finish(tokens[:, :n_gen], lps[:, :n_gen], budgets, n, stop_ids, stop_sequences)
 
@@ -207,13 +233,15 @@ class GenerationEngine:
 
     # ---- decode --------------------------------------------------------------------------------------
 
-    def _make_step(self, w, cache, start_b, pos, width, tok, drawer, scale, use_triton):
-        """Return ``step(j) -> (tok, lp)`` that feeds the current token and samples the next one."""
+    def _make_step(self, w, cache, start_b, pos, width, tok, drawer, scale, use_triton, first: int):
+        """Return ``step(j) -> (tok, lp)`` that feeds the current token and samples the next one; the first
+        call is ``step(first)``."""
         dev = w.embed.device
         if dev.type == "cuda" and self.cuda_graph:
             from zerosearch.engine.cuda_graph import GraphedDecode
 
-            return GraphedDecode(self.model, w, cache, start_b, pos, width, tok, drawer, scale, use_triton)
+            return GraphedDecode(self.model, w, cache, start_b, pos, width, tok, drawer, scale, use_triton,
+                                 first_step=first)  # fmt: skip
         state = {"tok": tok}
 
         def step(j: int):
@@ -260,3 +288,16 @@ class GenerationEngine:
         ids = [tok_cpu[r, : cut[r]].tolist() for r in range(rows)]
         lp = [lp_cpu[r, : cut[r]].tolist() for r in range(rows)]
         return GenerationOutput(ids, lp, stopped.tolist())
+
+
+def _compact_cache(cache: StaticKVCache, keep: torch.Tensor) -> StaticKVCache:
+    """Move rows ``keep`` (ascending) to the front of the cache, in place, and return a view of just them.
+
+    One layer at a time, so the only temporary is one layer's live rows; the freed rows stay allocated
+    (memory is not the point, the decode FLOPs of finished rows are).
+    """
+    m = keep.numel()
+    for i in range(cache.k.shape[0]):
+        cache.k[i, :m] = cache.k[i, keep]
+        cache.v[i, :m] = cache.v[i, keep]
+    return StaticKVCache(cache.k[:, :m], cache.v[:, :m], cache.prefix_k, cache.prefix_v)
