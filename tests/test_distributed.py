@@ -60,50 +60,51 @@ def _worker(out: Path) -> None:
     """Runs on every rank under torchrun."""
     from zerosearch.engine.sampler import EngineSampler
 
-    info = distributed.init_distributed("cpu")
-    ids, attn, mask, adv = _global_batch()
-    plain = _tiny_model()
-    with torch.no_grad():
-        old_lp = distributed.sequence_logprobs(plain, ids, attn, mask) + 0.05 * adv
-        ref_lp = old_lp - 0.1
-    ref_loss = _loss(plain, ids, attn, mask, adv, old_lp, ref_lp)
-    ref_loss.backward()
-    ref_grads = {n: p.grad.clone() for n, p in plain.named_parameters()}
+    with distributed.process_group("cpu") as info:
+        ids, attn, mask, adv = _global_batch()
+        plain = _tiny_model()
+        with torch.no_grad():
+            old_lp = distributed.sequence_logprobs(plain, ids, attn, mask) + 0.05 * adv
+            ref_lp = old_lp - 0.1
+        ref_loss = _loss(plain, ids, attn, mask, adv, old_lp, ref_lp)
+        ref_loss.backward()
+        ref_grads = {n: p.grad.clone() for n, p in plain.named_parameters()}
 
-    model = distributed.shard_model(_tiny_model(), "cpu")
-    rows = torch.tensor(distributed.shard_indices(list(range(4))))
-    loss = _loss(model, ids[rows], attn[rows], mask[rows], adv[rows], old_lp[rows], ref_lp[rows])
-    (loss * distributed.global_mean_scale(mask[rows], "token-mean")).backward()
-    grads = {n: p.grad.full_tensor() for n, p in model.named_parameters()}
-    loss_mean = distributed.all_reduce_sum(loss.item() * distributed.global_mean_scale(mask[rows], "token-mean"))
-    loss_mean /= info.world_size
+        model = distributed.shard_model(_tiny_model(), "cpu")
+        rows = torch.tensor(distributed.shard_indices(list(range(4))))
+        loss = _loss(model, ids[rows], attn[rows], mask[rows], adv[rows], old_lp[rows], ref_lp[rows])
+        (loss * distributed.global_mean_scale(mask[rows], "token-mean")).backward()
+        grads = {n: p.grad.full_tensor() for n, p in model.named_parameters()}
+        loss_mean = distributed.all_reduce_sum(loss.item() * distributed.global_mean_scale(mask[rows], "token-mean"))
+        loss_mean /= info.world_size
 
-    # Rollouts from gathered weights: each rank generates a different number of tokens (no collectives).
-    prompts = [[5, 6, 7, 8], [9, 10, 11]]
-    n_new = 3 + 4 * info.rank
-    with distributed.gathered_weights(model):
-        got = EngineSampler(model, 0, greedy=True).sample(prompts, max_new_tokens=[n_new] * 2, stop_ids=[])
-    want = EngineSampler(plain, 0, greedy=True).sample(prompts, max_new_tokens=[n_new] * 2, stop_ids=[])
-    # ... and the model still trains after the gathered block (params resharded, hooks intact).
-    loss2 = _loss(model, ids[rows], attn[rows], mask[rows], adv[rows], old_lp[rows], ref_lp[rows])
-    loss2.backward()
-    same_rollouts = distributed.all_true(got.token_ids == want.token_ids)
-    if distributed.is_main():
-        out.write_text(json.dumps({
-            "world": info.world_size,
-            "ref_loss": ref_loss.item(),
-            "loss": loss_mean,
-            "max_grad_diff": max((grads[n] - ref_grads[n]).abs().max().item() for n in ref_grads),
-            "max_grad": max(g.abs().max().item() for g in ref_grads.values()),
-            "same_rollouts": same_rollouts,
-            "sharded": all(type(p).__name__ == "DTensor" for p in model.parameters()),
-        }))
-    distributed.cleanup()
+        # Rollouts from gathered weights: each rank generates a different number of tokens (no collectives).
+        prompts = [[5, 6, 7, 8], [9, 10, 11]]
+        n_new = 3 + 4 * info.rank
+        with distributed.gathered_weights(model):
+            got = EngineSampler(model, 0, greedy=True).sample(prompts, max_new_tokens=[n_new] * 2, stop_ids=[])
+        want = EngineSampler(plain, 0, greedy=True).sample(prompts, max_new_tokens=[n_new] * 2, stop_ids=[])
+        # ... and the model still trains after the gathered block (params resharded, hooks intact).
+        loss2 = _loss(model, ids[rows], attn[rows], mask[rows], adv[rows], old_lp[rows], ref_lp[rows])
+        loss2.backward()
+        same_rollouts = distributed.all_true(got.token_ids == want.token_ids)
+        if distributed.is_main():
+            out.write_text(json.dumps({
+                "world": info.world_size,
+                "ref_loss": ref_loss.item(),
+                "loss": loss_mean,
+                "max_grad_diff": max((grads[n] - ref_grads[n]).abs().max().item() for n in ref_grads),
+                "max_grad": max(g.abs().max().item() for g in ref_grads.values()),
+                "same_rollouts": same_rollouts,
+                "sharded": all(type(p).__name__ == "DTensor" for p in model.parameters()),
+            }))
 
 
 def test_single_process_helpers_are_noops():
     assert not distributed.enabled() and distributed.is_main() and distributed.world_size() == 1
     assert distributed.init_distributed("cpu").world_size == 1
+    with distributed.process_group("cpu") as info:
+        assert not info.enabled and info.device == "cpu"
     assert distributed.all_reduce_mean({"a": 1.5, "s": "x"}) == {"a": 1.5, "s": "x"}
     assert distributed.shard_indices([3, 1, 2]) == [3, 1, 2]
     model = _tiny_model()

@@ -128,9 +128,8 @@ def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
     from zerosearch.data.qa import load_qa
     from zerosearch.trainer import Trainer
 
-    info = distributed.init_distributed(cfg.device)
-    cfg.device = info.device
-    try:
+    with distributed.process_group(cfg.device) as info:
+        cfg.device = info.device
         tok, policy = load_policy(cfg)
         if cfg.model.gradient_checkpointing:  # only layer inputs are kept for backward (the critic copies it)
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -154,9 +153,6 @@ def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
             policy.save_pretrained(final)
             tok.save_pretrained(final)
             print(f"saved the trained policy to {final}")
-        distributed.barrier()
-    finally:
-        distributed.cleanup()
     return 0
 
 
@@ -169,9 +165,8 @@ def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
     from zerosearch.build import build_runner, build_search, load_policy
     from zerosearch.evaluate import evaluate, format_table, load_test_sets
 
-    info = distributed.init_distributed(cfg.device)
-    cfg.device = info.device
-    try:
+    with distributed.process_group(cfg.device) as info:
+        cfg.device = info.device
         test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
         tok, policy = load_policy(cfg)
         search = build_search(cfg, curriculum=None)
@@ -184,8 +179,6 @@ def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
             summary_path.write_text(json.dumps(summary, indent=2))
             print(format_table(summary))
             print(f"per-row results: {out}; summary: {summary_path}")
-    finally:
-        distributed.cleanup()
     return 0
 
 

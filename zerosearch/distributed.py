@@ -97,9 +97,26 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def cleanup(*, wait_for_peers: bool = True) -> None:
+    """Leave the process group; by default after a barrier, since a gloo rank that destroys the group while
+    a peer is still working can abort that peer ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: str = "cpu") -> Iterator[DistInfo]:
+    """``init_distributed`` for a block; on the way out the ranks leave together, except after an error
+    (a failing rank must not wait in a barrier its peers never reach: it exits and torchrun stops the rest)."""
+    info = init_distributed(device)
+    try:
+        yield info
+    except BaseException:
+        cleanup(wait_for_peers=False)
+        raise
+    cleanup()
 
 
 def _decoder_layers(model: nn.Module) -> list[nn.Module]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,9 @@ class Trainer:
             "rollout_s": t_roll,
             **upd,
         }
-        self.sched.step()
+        with warnings.catch_warnings():  # the schedule follows the step count, also after a skipped (NaN) update
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.sched.step()
         row["step_s"] = time.perf_counter() - t0
         if self.world > 1:  # rank 0 logs the mean over ranks (counts summed), same keys on every rank
             row = distributed.all_reduce_mean(row) | {"step": self.step, "world_size": self.world,
