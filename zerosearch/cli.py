@@ -30,7 +30,7 @@ EPILOG = """examples:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (defaults are in zerosearch/config.py)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="turn off progress bars, transformers' load/save bars included")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.INFO)  # a library that sets its own logger to DEBUG (bm25s does) stays quiet here
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    if args.quiet:  # also the bars transformers draws when it loads or saves a model
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if args.command == "toy" and not args.config:
         args.config = str(TOY_CONFIG)
     try:
