@@ -133,7 +133,7 @@ def test_killed_run_resumes_with_identical_metrics(toy, tmp_path):
 
     def run(out, crash_after=None, resume=False):
         policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-        trainer = _trainer(_cfg(out), policy, tok, bm25, train)
+        trainer = _trainer(_cfg(out, **{"trainer.lr_schedule": "cosine"}), policy, tok, bm25, train)
         if resume:
             assert trainer.resume()
         if crash_after is not None:
@@ -154,8 +154,10 @@ def test_killed_run_resumes_with_identical_metrics(toy, tmp_path):
     resumed = run(tmp_path / "crashed", resume=True)
 
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
-    assert strip(read_metrics(tmp_path / "full" / "metrics.jsonl")) == strip(
-        read_metrics(tmp_path / "crashed" / "metrics.jsonl"))
+    rows = strip(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    assert rows == strip(read_metrics(tmp_path / "crashed" / "metrics.jsonl"))
+    lrs = [r["lr"] for r in rows]  # the cosine schedule picks up where it stopped
+    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
     for a, b in zip(full.policy.state_dict().values(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -84,6 +84,8 @@ class TrainerConfig:
     lr: float = 1e-4
     critic_lr: float = 1e-4
     warmup_steps: int = 3
+    lr_schedule: str = "constant"  # constant (the paper's actor) | cosine (down to min_lr_ratio · lr at the last step)
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     clip_low: float = 0.2

@@ -6,7 +6,6 @@ concatenated, so the loss covers exactly the trainable spans.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from zerosearch.lr_schedule import lr_factor
 from zerosearch.policy import make_batch, sequence_logprobs
 from zerosearch.prompts import format_documents, simulator_prompt
 
@@ -77,7 +77,7 @@ def sft_train(model, tokenizer, samples: list[Segments], *, steps: int, batch_si
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+        opt, lambda s: lr_factor(s, warmup=warmup, total=steps, schedule="cosine"))
     losses = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True)
     for _ in bar:

@@ -28,6 +28,7 @@ from zerosearch.checkpoint import (
 )
 from zerosearch.config import RunConfig
 from zerosearch.data.qa import QAExample
+from zerosearch.lr_schedule import lr_factor
 from zerosearch.metrics import MetricsLogger, plot_training
 from zerosearch.ops import masked_pg_loss, policy_loss_mask
 from zerosearch.packing import set_packing
@@ -91,11 +92,6 @@ def score_trajectories(trajs: list[Trajectory], tokenizer) -> list[dict[str, flo
     return [score_response(policy_text(t, tokenizer), t.example.golden_answers) for t in trajs]
 
 
-def warmup_factor(step: int, warmup: int) -> float:
-    """Linear warm-up to the base learning rate, then constant (the paper's actor schedule)."""
-    return min(1.0, (step + 1) / max(1, warmup))
-
-
 class Trainer:
     """Owns the policy, reference, optional critic, optimisers and the run directory."""
 
@@ -124,8 +120,9 @@ class Trainer:
             if model is not None:
                 distributed.shard_model(model, self.device)
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: warmup_factor(s, self.tc.warmup_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(
+            s, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.lr_schedule,
+            min_ratio=self.tc.min_lr_ratio))
         self.critic_opt = (torch.optim.AdamW(self.critic.parameters(), lr=self.tc.critic_lr)
                            if self.critic is not None else None)
         self.data = DataStream(len(train), cfg.seed)

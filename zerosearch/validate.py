@@ -13,6 +13,7 @@ from pathlib import Path
 
 from zerosearch.build import ATTN_IMPLEMENTATIONS
 from zerosearch.config import RunConfig
+from zerosearch.lr_schedule import LR_SCHEDULES
 from zerosearch.packing import PACKING_MODES
 from zerosearch.search.curriculum import noise_probability
 
@@ -63,6 +64,7 @@ def _names(cfg: RunConfig, r: Report) -> None:
     _choice(r, "trainer.algo", cfg.trainer.algo, ALGOS)
     _choice(r, "trainer.kl_type", cfg.trainer.kl_type, KL_TYPES)
     _choice(r, "trainer.agg", cfg.trainer.agg, AGG_MODES)
+    _choice(r, "trainer.lr_schedule", cfg.trainer.lr_schedule, LR_SCHEDULES)
     _choice(r, "trainer.on_nonfinite", cfg.trainer.on_nonfinite, ("skip", "stop"))
     _choice(r, "simulator.backend", cfg.simulator.backend, BACKENDS)
     _choice(r, "rollout.engine", cfg.rollout.engine, ENGINES)
@@ -95,6 +97,7 @@ def _ranges(cfg: RunConfig, r: Report) -> None:
                        ("simulator.timeout", s.timeout)):
         _range(r, key, value, 0, lo_open=True)
     _range(r, "trainer.lr", t.lr, hi=1e-2)
+    _range(r, "trainer.min_lr_ratio", t.min_lr_ratio, 0, 1)
     for key, value in (("trainer.clip_low", t.clip_low), ("trainer.clip_high", t.clip_high)):
         _range(r, key, value, 0, 1, hi_open=True)
     for key, value in (("trainer.gamma", t.gamma), ("trainer.lam", t.lam)):
