@@ -7,6 +7,9 @@ the fraction of the memory-bandwidth limit reached (bytes a decode step must rea
 by a measured device copy bandwidth). Before timing, greedy continuations of both are compared on a float32
 copy of the model (sampled tokens differ by random stream, so they cannot be compared directly).
 
+A second row times the engine on ragged budgets (rollout turns end at very different lengths) with
+compaction of finished rows on against off.
+
 CPU default: the toy Qwen2 policy size (hidden 128, 3 layers, vocab ~700) at batch 64, prefix 100, 40 new.
 ``--out FILE`` writes the numbers as JSON.
 """
@@ -62,12 +65,42 @@ def run_hf(model: torch.nn.Module, prompts: list[list[int]], new: int, greedy: b
     return out[:, width:].tolist()
 
 
-def run_engine(model: torch.nn.Module, prompts: list[list[int]], new: int, args: argparse.Namespace,
-               greedy: bool = False) -> list[list[int]]:  # fmt: skip
+def run_engine(model: torch.nn.Module, prompts: list[list[int]], new: int | list[int], args: argparse.Namespace,
+               greedy: bool = False, compact_below: float = 0.5) -> list[list[int]]:  # fmt: skip
     """The engine as the sampler uses it (built per call, like `EngineSampler`); returns the new tokens."""
     params = SamplingParams(greedy=True) if greedy else SamplingParams(temperature=0.8)
-    engine = GenerationEngine(LeanCausalLM.from_hf(model), cuda_graph=not args.no_graph)
+    engine = GenerationEngine(LeanCausalLM.from_hf(model), cuda_graph=not args.no_graph, compact_below=compact_below)
     return engine.generate(prompts, max_new_tokens=new, sampling=params, shared_prefix=not args.no_prefix).token_ids
+
+
+def ragged_budgets(args: argparse.Namespace) -> list[int]:
+    """Rollout-turn-like lengths: one row in ``--long-every`` uses the whole budget, the others 1/8 of it."""
+    return [args.new if i % args.long_every == 0 else max(1, args.new // 8) for i in range(args.batch)]
+
+
+def compaction_row(model: torch.nn.Module, prompts: list[list[int]], args: argparse.Namespace,
+                   device: torch.device) -> dict:  # fmt: skip
+    """Ragged budgets: compaction on (candidate) vs off (reference); both must produce the same greedy rows."""
+    budgets = ragged_budgets(args)
+
+    def check(_on, _off) -> dict:
+        m32 = copy.deepcopy(model).float()
+        on = run_engine(m32, prompts, budgets, args, greedy=True)
+        off = run_engine(m32, prompts, budgets, args, greedy=True, compact_below=0.0)
+        same = sum(a == b for x, y in zip(on, off) for a, b in zip(x, y))
+        agreement = same / sum(budgets)
+        assert [len(r) for r in on] == budgets == [len(r) for r in off], "a row did not use its whole budget"
+        assert agreement >= MIN_GREEDY_AGREEMENT, f"greedy tokens agree on only {agreement:.0%}"
+        return {"greedy_token_agreement": agreement}
+
+    return compare(
+        "ragged budgets: compaction on vs off",
+        lambda: run_engine(model, prompts, budgets, args),
+        lambda: run_engine(model, prompts, budgets, args, compact_below=0.0),
+        device=device, repeats=args.repeats or 3, check=check,
+        extra=dict(scenario="compact on/off", batch=args.batch, new=args.new,
+                   long_rows=sum(b == args.new for b in budgets), dtype=args.dtype),
+    )  # fmt: skip
 
 
 def greedy_agreement(model: torch.nn.Module, prompts: list[list[int]], args: argparse.Namespace) -> dict:
@@ -118,6 +151,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-graph", action="store_true")
     p.add_argument("--no-prefix", action="store_true")
+    p.add_argument("--long-every", type=int, default=8,
+                   help="ragged scenario: every N-th row runs the whole budget, the others 1/8 of it")
     p.add_argument("--quick", action="store_true", help="batch 4, prefix 16, 4 new tokens (smoke test)")
     args = p.parse_args(argv)
     device = resolve_device(p, args.device)
@@ -134,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lambda: run_hf(model, prompts, args.new),
         device=device, repeats=args.repeats or 3,
         check=lambda _engine_out, _hf_out: greedy_agreement(model, prompts, args),
-        extra=dict(batch=args.batch, prefix=args.prefix, new=args.new, dtype=args.dtype),
+        extra=dict(scenario="engine/HF", batch=args.batch, prefix=args.prefix, new=args.new, dtype=args.dtype),
     )  # fmt: skip
     tokens = args.batch * args.new
     row["engine_tokens_per_s"] = tokens / row["candidate_s"]
@@ -143,16 +178,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lim = _bandwidth_limit(model, args)
         row["bandwidth_limit"] = lim
         row["fraction_of_bandwidth_limit"] = row["engine_tokens_per_s"] / lim["limit_tokens_per_s"]
-    table = Table([("batch", "batch", "d"), ("new", "new", "d"), ("engine_tokens_per_s", "engine tok/s", ".1f"),
-                   ("hf_tokens_per_s", "hf tok/s", ".1f")])  # fmt: skip
+    table = Table([("scenario", "scenario", "s"), ("batch", "batch", "d"), ("new", "new", "d"),
+                   ("engine_tokens_per_s", "engine tok/s", ".1f"), ("hf_tokens_per_s", "hf tok/s", ".1f")])  # fmt: skip
     table.header()
     table.row(row)
+    ragged = compaction_row(model, prompts, args, device)
+    table.row(ragged)
     if device.type == "cuda":
         print(f"engine at {row['fraction_of_bandwidth_limit']:.1%} of the memory-bandwidth limit "
               f"({row['bandwidth_limit']['limit_tokens_per_s']:.0f} tok/s)")  # fmt: skip
     config = {k: v for k, v in vars(args).items() if k not in ("out", "device")}
-    write_json(args.out, "bench_generate", [row], device, config=config)
-    return [row]
+    write_json(args.out, "bench_generate", [row, ragged], device, config=config)
+    return [row, ragged]
 
 
 if __name__ == "__main__":
