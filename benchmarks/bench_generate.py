@@ -87,11 +87,8 @@ def compaction_row(model: torch.nn.Module, prompts: list[list[int]], args: argpa
         m32 = copy.deepcopy(model).float()
         on = run_engine(m32, prompts, budgets, args, greedy=True)
         off = run_engine(m32, prompts, budgets, args, greedy=True, compact_below=0.0)
-        same = sum(a == b for x, y in zip(on, off) for a, b in zip(x, y))
-        agreement = same / sum(budgets)
         assert [len(r) for r in on] == budgets == [len(r) for r in off], "a row did not use its whole budget"
-        assert agreement >= MIN_GREEDY_AGREEMENT, f"greedy tokens agree on only {agreement:.0%}"
-        return {"greedy_token_agreement": agreement}
+        return token_agreement(off, on)
 
     return compare(
         "ragged budgets: compaction on vs off",
@@ -103,15 +100,19 @@ def compaction_row(model: torch.nn.Module, prompts: list[list[int]], args: argpa
     )  # fmt: skip
 
 
+def token_agreement(want: list[list[int]], got: list[list[int]]) -> dict:
+    """Fraction of ``want``'s tokens (position by position) that ``got`` repeats; fails below the minimum."""
+    same = sum(a == b for w, g in zip(want, got) for a, b in zip(w, g))
+    agreement = same / sum(len(w) for w in want)
+    assert agreement >= MIN_GREEDY_AGREEMENT, f"greedy tokens agree on only {agreement:.0%}"
+    return {"greedy_token_agreement": agreement}
+
+
 def greedy_agreement(model: torch.nn.Module, prompts: list[list[int]], args: argparse.Namespace) -> dict:
     """Fraction of greedy tokens (position by position) on which engine and HF agree, on a float32 copy."""
     m32 = copy.deepcopy(model).float()
     few, new = prompts[:8], min(args.new, 8)
-    want, got = run_hf(m32, few, new, greedy=True), run_engine(m32, few, new, args, greedy=True)
-    same = sum(a == b for w, g in zip(want, got) for a, b in zip(w, g))
-    agreement = same / (len(few) * new)
-    assert agreement >= MIN_GREEDY_AGREEMENT, f"greedy tokens agree on only {agreement:.0%}"
-    return {"greedy_token_agreement": agreement}
+    return token_agreement(run_hf(m32, few, new, greedy=True), run_engine(m32, few, new, args, greedy=True))
 
 
 def _bandwidth_limit(model: torch.nn.Module, args: argparse.Namespace) -> dict:

@@ -101,8 +101,8 @@ def cleanup(*, wait_for_peers: bool = True) -> None:
     """Leave the process group; by default after a barrier, since a gloo rank that destroys the group while
     a peer is still working can abort that peer ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
-        if wait_for_peers and dist.get_world_size() > 1:
-            dist.barrier()
+        if wait_for_peers:
+            barrier()
         dist.destroy_process_group()
 
 
