@@ -17,11 +17,10 @@ An empty key range gives ``lse = -inf`` and ``out = 0``, which the merge ignores
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-from ._triton import HAVE_TRITON, tl, triton
+from ._triton import HAVE_TRITON, interpreting, next_pow2, tl, triton
 
 __all__ = ["HAVE_TRITON", "attention_partial_reference", "split_kv_attention"]
 
@@ -56,14 +55,6 @@ def attention_partial_reference(
     p = torch.nan_to_num(p, nan=0.0)
     out = torch.matmul(p, v.to(cd))
     return out, lse
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
 
 
 if HAVE_TRITON:
@@ -122,7 +113,7 @@ if HAVE_TRITON:
 
 def _pick_splits(z: int, m_blocks: int, n: int, block_n: int) -> int:
     """Enough programs to fill the GPU (~4 per SM), but no split shorter than two key blocks."""
-    if _interpreting() or not torch.cuda.is_available():
+    if interpreting() or not torch.cuda.is_available():
         return max(1, min(4, n // (2 * block_n)))
     sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
     want = max(1, math.ceil(4 * sms / max(1, z * m_blocks)))
@@ -150,11 +141,11 @@ def split_kv_attention(
         raise ValueError("q, k and v need unit stride along the head dimension")
     z, m, d = q.shape
     n = k.shape[1]
-    interp = _interpreting()
+    interp = interpreting()
     fp32 = interp or q.dtype == torch.float32
     block_m = 16 if m <= 16 else (32 if interp else 64)
     block_n = 32 if interp else (64 if d <= 64 else 32)
-    block_d = max(16, _next_pow2(d))
+    block_d = max(16, next_pow2(d))
     m_blocks = triton.cdiv(m, block_m)
     splits = num_splits or _pick_splits(z, m_blocks, n, block_n)
     split_len = triton.cdiv(triton.cdiv(max(n, 1), splits), block_n) * block_n

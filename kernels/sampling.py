@@ -19,11 +19,9 @@ run time when top-k / top-p are off, so plain temperature sampling costs two pas
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ._triton import HAVE_TRITON, tl, triton
+from ._triton import HAVE_TRITON, interpreting, tl, triton
 
 __all__ = ["HAVE_TRITON", "sampling_probs_reference", "sample_reference", "triton_sample"]
 
@@ -233,7 +231,7 @@ def triton_sample(
     probs = torch.empty(b, v, dtype=torch.float32, device=logits.device) if return_probs else lp
     if b:
         inv_temp = 1.0 if greedy else 1.0 / float(temperature)
-        interp = os.environ.get("TRITON_INTERPRET", "0") == "1"
+        interp = interpreting()
         block_v = min(64 if interp else 4096, triton.next_power_of_2(v))
         rows = min(4096, triton.next_power_of_2(b)) if interp else 1
         _sample_kernel[(triton.cdiv(b, rows),)](

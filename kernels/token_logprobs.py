@@ -21,11 +21,9 @@ Triton is optional: without it this module still offers :func:`token_logprobs_re
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ._triton import HAVE_TRITON, tl, triton
+from ._triton import HAVE_TRITON, interpreting, next_pow2, tl, triton
 
 __all__ = ["HAVE_TRITON", "token_logprobs_reference", "triton_forward", "triton_dlogits_"]
 
@@ -56,14 +54,6 @@ def token_logprobs_reference(
     return logp, entropy
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
-
-
 def _forward_config(n: int, v: int, h: int, dtype: torch.dtype) -> dict:
     """Block sizes for the forward kernel (no autotune: several configs break the interpreter).
 
@@ -71,11 +61,11 @@ def _forward_config(n: int, v: int, h: int, dtype: torch.dtype) -> dict:
     bigger tiles are faster; on GPU 16-bit inputs use 128x128 tiles with bf16/fp16 dots and fp32 inputs
     smaller tiles with exact (ieee) fp32 dots.
     """
-    if _interpreting():
+    if interpreting():
         return dict(
-            BLOCK_N=min(32, max(16, _next_pow2(n))),
-            BLOCK_V=min(128, max(16, _next_pow2(v))),
-            BLOCK_H=min(64, max(16, _next_pow2(h))),
+            BLOCK_N=min(32, max(16, next_pow2(n))),
+            BLOCK_V=min(128, max(16, next_pow2(v))),
+            BLOCK_H=min(64, max(16, next_pow2(h))),
             DOT_FP32=True,
             num_warps=4,
             num_stages=1,
@@ -245,7 +235,7 @@ def triton_dlogits_(
     c, v = x.shape
     if c == 0:
         return x
-    block_v = min(1024, max(16, _next_pow2(v))) if not _interpreting() else min(4096, max(16, _next_pow2(v)))
+    block_v = min(1024, max(16, next_pow2(v))) if not interpreting() else min(4096, max(16, next_pow2(v)))
     has_ent = g_ent is not None
     grid = (c, triton.cdiv(v, block_v))
     _dlogits_kernel[grid](
