@@ -3,7 +3,7 @@
 Kernel modules: ``kernels/decode_attention.py`` (``split_kv_attention`` and ``attention_partial_reference``)
 and ``kernels/attn_merge.py`` (``merge_partials`` and ``merge_partials_reference``). Two ops (``--op``):
 
-* ``decode``: one decode step of ``zerosearch.engine.attention.decode_attention`` — each row's query against
+* ``decode``: one decode step of ``zerosearch.ops.decode_attention.decode_attention`` — each row's query against
   the shared prefix (read once per KV head for the whole batch) and its own left-padded cache, merged.
 * ``merge``: ``[R, S, D]`` partials with their log-sum-exps → ``[R, D]``, the rule that joins split-KV
   partials and the prefix/suffix parts (some parts empty, ``lse = -inf``).
@@ -30,7 +30,7 @@ import torch
 from _harness import Table, common_parser, compare, resolve_device, write_json
 from zerosearch.kernels.attn_merge import merge_partials_reference
 
-from zerosearch.engine.attention import decode_attention
+from zerosearch.ops.decode_attention import decode_attention
 
 # decode: (batch, query heads, kv heads, head dim, prefix length, cache length)
 DECODE_SHAPES = {

@@ -24,7 +24,7 @@ import torch
 from _harness import Table, common_parser, compare, resolve_device, write_json
 
 from zerosearch.engine import GenerationEngine, SamplingParams
-from zerosearch.models import LeanCausalLM
+from zerosearch.engine.models import LeanCausalLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MIN_GREEDY_AGREEMENT = 0.9  # fp32 near-ties can flip an argmax and change the rest of that row

@@ -14,7 +14,8 @@ import argparse
 import torch
 from _harness import Table, common_parser, compare, resolve_device, write_json
 
-from zerosearch.span_mask import has_compiled_op, info_span_mask_reference
+from zerosearch.ops.info_span_mask import info_span_mask_reference
+from zerosearch.ops.library import has_compiled_op
 
 OPEN_IDS = [11, 12, 13]  # e.g. "<", "information", ">"
 CLOSE_IDS = [14, 12, 13]  # e.g. "</", "information", ">"
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[common_parser()])
     parser.add_argument("--quick", action="store_true", help="one tiny shape (smoke test)")
     args = parser.parse_args(argv)
-    if not has_compiled_op():
+    if not has_compiled_op("info_span_mask"):
         raise SystemExit("zerosearch._C is not built: pip install --no-build-isolation -e .")
     device = resolve_device(parser, args.device)
     shapes = QUICK_SHAPES if args.quick else (CUDA_SHAPES if device.type == "cuda" else CPU_SHAPES)

@@ -1,7 +1,7 @@
 """Fused LM-head ops vs their eager (materialised logits) references: forward + backward.
 
 Kernel module: ``kernels/token_logprobs.py`` (``zerosearch.kernels.token_logprobs``), used through
-``zerosearch.pg_loss`` / ``zerosearch.ops``. Two ops (``--op``):
+``zerosearch.ops``. Two ops (``--op``):
 
 * ``pg_loss`` (default): fused ``masked_pg_loss`` (Triton forward + chunked backward on CUDA, chunked torch
   on CPU) vs ``masked_pg_loss_reference`` (``hidden @ W.T`` in the input dtype, fp32 log_softmax,
@@ -27,7 +27,8 @@ from _harness import Table, common_parser, compare, rel_err, resolve_device, wri
 from zerosearch.kernels.token_logprobs import token_logprobs_reference
 
 from zerosearch.ops import token_logprobs
-from zerosearch.pg_loss import _pick_backend, masked_pg_loss, masked_pg_loss_reference
+from zerosearch.ops.masked_pg_loss import masked_pg_loss, masked_pg_loss_reference
+from zerosearch.ops.token_logprobs import _pick_backend
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_SHAPES = [(1024, 128, 8000), (4096, 256, 32000)]

@@ -21,10 +21,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from zerosearch.build import load_causal_lm, resolve_attn_implementation
-from zerosearch.packing import packed_decoder_hidden
-from zerosearch.policy import decoder_of
-from zerosearch.xformers_attention import packed_sequence_lengths, xformers_attention_forward
+from zerosearch.hf import load_causal_lm, resolve_attn_implementation
+from zerosearch.hf.xformers_attention import packed_sequence_lengths, xformers_attention_forward
+from zerosearch.rl.forward import decoder_of, packed_decoder_hidden
 
 VOCAB = 61
 
@@ -196,7 +195,7 @@ def test_xformers_attention_continuing_a_cache(xformers, mq, mk):
 
 
 def test_attn_implementation_choice(tmp_path, monkeypatch):
-    import zerosearch.build as build
+    import zerosearch.hf.loading as build
 
     assert resolve_attn_implementation("auto", "float32", "cpu") == "sdpa"
     assert resolve_attn_implementation("auto", "bfloat16", "cpu") == "sdpa"

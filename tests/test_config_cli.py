@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_overrides_are_typed_and_nested(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("trainer:\n  steps: 7\n  lr: 1.0e-5\nrollout:\n  n_samples: 3\n")
-    cfg = load_config(cfg_file, ["trainer.lr=3e-4", "trainer.dual_clip=3", "simulator.answer_in_noisy=true"])
+    cfg = load_config(cfg_file, ["trainer.lr=3e-4", "trainer.dual_clip=3", "search.answer_in_noisy=true"])
     assert (cfg.trainer.steps, cfg.trainer.lr, cfg.rollout.n_samples) == (7, 3e-4, 3)
-    assert cfg.trainer.dual_clip == 3 and cfg.simulator.answer_in_noisy is True
+    assert cfg.trainer.dual_clip == 3 and cfg.search.answer_in_noisy is True
     assert RunConfig().trainer.steps != 7  # defaults untouched by a loaded config
 
 
@@ -26,7 +26,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("trainer.lrr=1", "unknown config key 'trainer.lrr'"),
     ("trainer.steps=many", "expected int"),
     ("trainer.lr=fast", "expected a number"),
-    ("simulator.answer_in_noisy=3", "expected true/false"),
+    ("search.answer_in_noisy=3", "expected true/false"),
     ("steps", "must look like key.sub=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):
@@ -36,7 +36,7 @@ def test_bad_overrides_name_the_key(override, message):
 
 def test_toy_config_file_loads():
     cfg = load_config(TOY_CONFIG)
-    assert cfg.trainer.algo == "grpo" and cfg.simulator.backend == "simulator"
+    assert cfg.trainer.algo == "grpo" and cfg.search.backend == "simulator"
 
 
 def test_help_lists_every_command(capsys):

@@ -236,13 +236,13 @@ def test_build_search_dense_backend(encoder_dir, tmp_path):
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"id": f"d{i}", "contents": c}) + "\n" for i, c in enumerate(corpus)))
     cfg = RunConfig()
-    cfg.simulator.backend = "dense"
+    cfg.search.backend = "dense"
     cfg.data.corpus_path = str(path)
-    cfg.simulator.top_k = 3
+    cfg.search.top_k = 3
     with pytest.raises(ValueError, match="dense_encoder_path"):
         build_search(cfg, curriculum=None)
-    cfg.simulator.dense_encoder_path = str(encoder_dir)
-    cfg.simulator.dense_index_cache = str(tmp_path / "dense.pt")
+    cfg.search.dense_encoder_path = str(encoder_dir)
+    cfg.search.dense_index_cache = str(tmp_path / "dense.pt")
     s = build_search(cfg, curriculum=None)
     assert isinstance(s, DenseRetrieverSearch) and s.top_k == 3 and s.ids[0] == "d0"
     assert (tmp_path / "dense.pt").exists()

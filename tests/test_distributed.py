@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from zerosearch import distributed
+from zerosearch.runtime import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,9 @@ def _global_batch():
 
 def _loss(model, ids, attn, mask, adv, old_lp, ref_lp):
     from zerosearch.ops import masked_pg_loss
+    from zerosearch.rl.forward import hidden_and_head
 
-    hidden, head = distributed.hidden_and_head(model, ids, attn)
+    hidden, head = hidden_and_head(model, ids, attn)
     loss, _ = masked_pg_loss(hidden[:, :-1], head, ids[:, 1:], old_lp, adv, mask, ref_logprobs=ref_lp,
                              kl_coef=0.01, entropy_coef=0.01, agg="token-mean")
     return loss
@@ -58,19 +59,20 @@ def _loss(model, ids, attn, mask, adv, old_lp, ref_lp):
 
 def _worker(out: Path) -> None:
     """Runs on every rank under torchrun."""
-    from zerosearch.engine.sampler import EngineSampler
+    from zerosearch.generation import EngineGenerator, SamplingParams
+    from zerosearch.rl.forward import sequence_logprobs, shard_causal_lm
 
     with distributed.process_group("cpu") as info:
         ids, attn, mask, adv = _global_batch()
         plain = _tiny_model()
         with torch.no_grad():
-            old_lp = distributed.sequence_logprobs(plain, ids, attn, mask) + 0.05 * adv
+            old_lp = sequence_logprobs(plain, ids, attn, mask) + 0.05 * adv
             ref_lp = old_lp - 0.1
         ref_loss = _loss(plain, ids, attn, mask, adv, old_lp, ref_lp)
         ref_loss.backward()
         ref_grads = {n: p.grad.clone() for n, p in plain.named_parameters()}
 
-        model = distributed.shard_model(_tiny_model(), "cpu")
+        model = shard_causal_lm(_tiny_model(), "cpu")
         rows = torch.tensor(distributed.shard_indices(list(range(4))))
         loss = _loss(model, ids[rows], attn[rows], mask[rows], adv[rows], old_lp[rows], ref_lp[rows])
         (loss * distributed.global_mean_scale(mask[rows], "token-mean")).backward()
@@ -81,9 +83,10 @@ def _worker(out: Path) -> None:
         # Rollouts from gathered weights: each rank generates a different number of tokens (no collectives).
         prompts = [[5, 6, 7, 8], [9, 10, 11]]
         n_new = 3 + 4 * info.rank
+        greedy = SamplingParams(greedy=True)
         with distributed.gathered_weights(model):
-            got = EngineSampler(model, 0, greedy=True).sample(prompts, max_new_tokens=[n_new] * 2, stop_ids=[])
-        want = EngineSampler(plain, 0, greedy=True).sample(prompts, max_new_tokens=[n_new] * 2, stop_ids=[])
+            got = EngineGenerator(model).generate(prompts, max_new_tokens=[n_new] * 2, sampling=greedy)
+        want = EngineGenerator(plain).generate(prompts, max_new_tokens=[n_new] * 2, sampling=greedy)
         # ... and the model still trains after the gathered block (params resharded, hooks intact).
         loss2 = _loss(model, ids[rows], attn[rows], mask[rows], adv[rows], old_lp[rows], ref_lp[rows])
         loss2.backward()
@@ -134,7 +137,7 @@ def test_torchrun_toy_training_two_steps(tmp_path):
     overrides = [
         f"out_dir={out}", f"model.policy_path={assets.policy_dir}", f"model.tokenizer_path={assets.tokenizer_dir}",
         f"data.train_path={assets.train_path}", f"data.corpus_path={assets.corpus_path}",
-        "simulator.backend=bm25", "simulator.top_k=2", "rollout.n_samples=2", "rollout.max_turns=2",
+        "search.backend=bm25", "search.top_k=2", "rollout.n_samples=2", "rollout.max_turns=2",
         "rollout.max_new_tokens=8", "rollout.max_context=256", "trainer.steps=2", "trainer.batch_questions=4",
         "trainer.checkpoint_every=1", "trainer.mini_batches=2",
     ]
@@ -158,7 +161,7 @@ def test_torchrun_eval_splits_questions_and_matches_one_process(tmp_path):
     args = [
         "-m", "zerosearch.cli", "eval", "--quiet", "--batch-size", "1", f"model.policy_path={assets.policy_dir}",
         f"model.tokenizer_path={assets.tokenizer_dir}", f"data.test_path={assets.test_path}",
-        f"data.corpus_path={assets.corpus_path}", "data.max_test_examples=5", "simulator.backend=bm25",
+        f"data.corpus_path={assets.corpus_path}", "data.max_test_examples=5", "search.backend=bm25",
         "rollout.max_turns=2", "rollout.max_new_tokens=8", f"out_dir={tmp_path}",
     ]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from zerosearch.engine import EngineSampler, GenerationEngine, SamplingParams, common_prefix_len
-from zerosearch.models import LeanCausalLM
-from zerosearch.sampler import HFSampler
+from zerosearch.engine import GenerationEngine, SamplingParams, common_prefix_len
+from zerosearch.engine.models import LeanCausalLM
+from zerosearch.generation import EngineGenerator, HFGenerator
 
 VOCAB = 97
 
@@ -105,12 +105,13 @@ def test_stop_ids_budgets_and_n_samples(model):
     assert got.stopped == [False, False, False]
 
 
-def test_engine_sampler_matches_hf_sampler_greedy(model):
+def test_engine_generator_matches_hf_generator_greedy(model):
     prompts = _prompts(5, [3, 6], seed=2)
     free = _hf_greedy(model, prompts, 8)
     stops = [free[1][3]]
-    hf = HFSampler(model, 0, greedy=True).sample(prompts, max_new_tokens=[8, 5], stop_ids=stops)
-    eng = EngineSampler(model, 0, greedy=True).sample(prompts, max_new_tokens=[8, 5], stop_ids=stops)
+    kw = dict(max_new_tokens=[8, 5], stop_ids=stops, sampling=SamplingParams(greedy=True))
+    hf = HFGenerator(model, pad_id=0).generate(prompts, **kw)
+    eng = EngineGenerator(model, pad_id=0).generate(prompts, **kw)
     assert eng.token_ids == hf.token_ids
     for a, b in zip(eng.logprobs, hf.logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
@@ -201,9 +202,7 @@ def test_from_safetensors_matches_hf(tmp_path):
     assert got.token_ids == ref.token_ids
 
 
-def test_engine_generate_texts_matches_generate_texts_greedy():
-    from zerosearch.engine import engine_generate_texts
-    from zerosearch.generation import generate_texts
+def test_engine_complete_matches_hf_complete_greedy():
     from zerosearch.toy.models import init_model, tiny_qwen2_config
     from zerosearch.toy.tokenizer import build_tokenizer
 
@@ -211,11 +210,11 @@ def test_engine_generate_texts_matches_generate_texts_greedy():
     tok = build_tokenizer(texts)
     model = init_model(tiny_qwen2_config(len(tok), role="simulator", initializer_range=0.2), seed=0).double()
     prompts = ["the quick brown fox", "query capital of france answer paris", "the lazy dog jumps over"]
-    kw = dict(max_new_tokens=9, do_sample=False, stop_token_ids=[tok.convert_tokens_to_ids("dog")])
-    want = generate_texts(model, tok, prompts, **kw)
-    got = engine_generate_texts(model, tok, prompts, **kw)
+    kw = dict(max_new_tokens=9, sampling=SamplingParams(greedy=True), stop=[" dog"])
+    want = HFGenerator(model, tok).complete(prompts, **kw)
+    got = EngineGenerator(model, tok).complete(prompts, **kw)
     assert got == want
-    assert any(w.strip() for w in want)
+    assert any(w.text.strip() for w in want)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -11,7 +11,8 @@ import torch
 from zerosearch.kernels import attn_merge
 from zerosearch.kernels import decode_attention as dmod
 
-from zerosearch.engine.attention import decode_attention, prefill_attention
+from zerosearch.engine.attention import prefill_attention
+from zerosearch.ops.decode_attention import decode_attention
 
 
 def _triton_ok() -> bool:

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripted import ScriptedGenerator
 
-from zerosearch.evaluate import evaluate, format_table, load_test_sets, qa_files
-from zerosearch.rollout import RolloutRunner, RolloutSettings
-from zerosearch.sampler import SampleOutput
+from zerosearch.config import RolloutConfig
+from zerosearch.eval import evaluate, format_table, load_test_sets, qa_files
+from zerosearch.rollout import RolloutRunner
 from zerosearch.search import BM25Search
 from zerosearch.toy.tokenizer import build_tokenizer
 from zerosearch.toy.trajectories import vocabulary_texts
@@ -59,7 +60,7 @@ def test_dir(tmp_path):
     return tmp_path
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(ScriptedGenerator):
     """Turn 1: `<search> {question} </search>`; turn 2: `<answer> {scripted} </answer>` (or nothing).
 
     `crash_on_call` makes that sampling call (1-based) raise, as an OOM or a killed job would; `asked` lists
@@ -72,7 +73,7 @@ class ScriptedPolicy:
         self.crash_on_call = crash_on_call
         self.asked: list[str] = []
 
-    def sample(self, contexts, *, max_new_tokens, stop_ids):
+    def script(self, contexts, max_new_tokens, stop_ids):
         if len(self.asked) + 1 == self.crash_on_call:
             raise RuntimeError("simulated crash")
         out = []
@@ -89,13 +90,13 @@ class ScriptedPolicy:
                 reply = f"<answer> {self.answers[question]} </answer>"
             out.append(self.tok.encode(reply, add_special_tokens=False))
         self.asked.append(questions)
-        return SampleOutput(out, [[0.0] * len(ids) for ids in out])
+        return out, [[0.0] * len(ids) for ids in out]
 
 
 def _runner(tok, tmp_path, policy: ScriptedPolicy | None = None) -> RolloutRunner:
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": str(i), "contents": p}) + "\n" for i, p in enumerate(PASSAGES)))
-    settings = RolloutSettings(max_turns=2, max_new_tokens=16, max_context=512)
+    settings = RolloutConfig(max_turns=2, max_new_tokens=16, max_context=512)
     return RolloutRunner(tok, policy or ScriptedPolicy(tok), BM25Search.from_jsonl(corpus, top_k=1), settings)
 
 
@@ -186,7 +187,7 @@ def test_cli_eval_scores_every_row(tmp_path):
     cmd = [sys.executable, "-m", "zerosearch.cli", "eval", "--quiet", "--batch-size", "4", "--out", str(out),
            f"model.policy_path={assets.policy_dir}", f"model.tokenizer_path={assets.tokenizer_dir}",
            f"data.test_path={assets.test_path}", f"data.corpus_path={assets.corpus_path}", "data.max_test_examples=5",
-           "simulator.backend=bm25", "rollout.max_turns=1", "rollout.max_new_tokens=6", f"out_dir={tmp_path}"]
+           "search.backend=bm25", "rollout.max_turns=1", "rollout.max_new_tokens=6", f"out_dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]

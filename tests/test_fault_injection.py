@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zerosearch.checkpoint import list_checkpoints, load_checkpoint
-from zerosearch.metrics import read_metrics
+from zerosearch.runtime.checkpoint import list_checkpoints, load_checkpoint
+from zerosearch.runtime.metrics import read_metrics
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -38,13 +38,12 @@ torch.set_num_threads(1)
 
 from transformers import Qwen2ForCausalLM
 
-from zerosearch import checkpoint as ckpt_mod
-from zerosearch import metrics as metrics_mod
-from zerosearch.build import build_runner
+from zerosearch.runtime import checkpoint as ckpt_mod
+from zerosearch.runtime import metrics as metrics_mod
+from zerosearch.build import build_trainer
 from zerosearch.config import RunConfig, apply_overrides
 from zerosearch.search import BM25Search
 from zerosearch.toy.assets import ensure_toy_assets
-from zerosearch.trainer import Trainer
 
 
 def die():
@@ -102,7 +101,7 @@ def train(cache, out, kill):
                           "trainer.batch_questions": 2, "trainer.steps": STEPS, "trainer.checkpoint_every": 1,
                           "trainer.keep_checkpoints": 2, "trainer.lr": 1e-3, "trainer.warmup_steps": 1})
     policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-    trainer = Trainer(cfg, policy, tok, build_runner(cfg, policy, tok, bm25), world.train[:6])
+    trainer = build_trainer(cfg, policy, tok, world.train[:6], search=bm25)
     if kill:
         install_kill(kill)
     trainer.resume()

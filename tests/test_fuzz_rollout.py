@@ -12,16 +12,16 @@ from __future__ import annotations
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scripted import ScriptedGenerator
 
-from zerosearch import prompts
+from zerosearch.config import RolloutConfig
 from zerosearch.data.qa import QAExample
+from zerosearch.ops.info_span_mask import info_span_mask
 from zerosearch.reward import score_response
-from zerosearch.rollout import RolloutRunner, RolloutSettings, query_text
-from zerosearch.sampler import SampleOutput
+from zerosearch.rollout import RolloutRunner, policy_text, query_text
+from zerosearch.rollout import protocol as prompts
 from zerosearch.search.base import SearchResult
-from zerosearch.span_mask import info_span_mask
 from zerosearch.toy.tokenizer import build_tokenizer
-from zerosearch.trainer import policy_text
 
 WORDS = "alpha beta gamma delta melbrook zorvia capital of"
 QUESTIONS = ["capital of zorvia", "alpha of beta"]
@@ -41,11 +41,11 @@ def logprob_of(token: int) -> float:
     return -(token + 1) / 1000.0
 
 
-class FuzzSampler:
+class FuzzSampler(ScriptedGenerator):
     def __init__(self, segments: list[list[int]], honour: bool):
         self.segments, self.honour = segments, honour
 
-    def sample(self, contexts, *, max_new_tokens, stop_ids):
+    def script(self, contexts, max_new_tokens, stop_ids):
         out = []
         for budget in max_new_tokens:
             seg = list(self.segments.pop(0)) if self.segments else []
@@ -54,7 +54,7 @@ class FuzzSampler:
                 cut = next((i for i, t in enumerate(seg) if t in stop_ids), None)
                 seg = seg if cut is None else seg[: cut + 1]
             out.append(seg)
-        return SampleOutput(out, [[logprob_of(t) for t in s] for s in out])
+        return out, [[logprob_of(t) for t in s] for s in out]
 
 
 class FuzzBackend:
@@ -115,7 +115,7 @@ def well_formed_queries(policy: list[int], max_chars: int) -> list[str]:
 def test_rollout_survives_random_policy_output(sc):
     sampler = FuzzSampler(sc["segments"], sc["honour"])
     backend = FuzzBackend(sc["mode"], sc["docs"])
-    cfg = RolloutSettings(max_turns=sc["max_turns"], max_new_tokens=sc["max_new_tokens"],
+    cfg = RolloutConfig(max_turns=sc["max_turns"], max_new_tokens=sc["max_new_tokens"],
                           max_context=sc["max_context"], max_query_chars=sc["max_query_chars"])
     runner = RolloutRunner(TOK, sampler, backend, cfg)
     examples = [QAExample(uid=f"q{i}", question=q, golden_answers=["melbrook"])

@@ -12,16 +12,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zerosearch.span_mask import (
-    has_compiled_op,
-    info_span_mask,
-    info_span_mask_reference,
-    policy_loss_mask,
-)
+from zerosearch.ops.info_span_mask import info_span_mask, info_span_mask_reference, policy_loss_mask
+from zerosearch.ops.library import has_compiled_op
 
-needs_op = pytest.mark.skipif(not has_compiled_op(), reason="zerosearch._C not built")
+needs_op = pytest.mark.skipif(not has_compiled_op("info_span_mask"), reason="zerosearch._C not built")
 needs_cuda = pytest.mark.skipif(
-    not (torch.cuda.is_available() and has_compiled_op()), reason="needs CUDA and zerosearch._C"
+    not (torch.cuda.is_available() and has_compiled_op("info_span_mask")), reason="needs CUDA and zerosearch._C"
 )
 
 OPEN, CLOSE, PAD = [7, 8], [9, 8], 0

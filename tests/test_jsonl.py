@@ -2,7 +2,7 @@
 
 import json
 
-from zerosearch.jsonl import append_jsonl, read_jsonl, write_jsonl_atomic
+from zerosearch.runtime.jsonl import append_jsonl, read_jsonl, write_jsonl_atomic
 
 
 def test_read_skips_torn_and_non_object_lines(tmp_path):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zerosearch.lr_schedule import lr_factor
+from zerosearch.rl.lr_schedule import lr_factor
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])

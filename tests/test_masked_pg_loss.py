@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from zerosearch.pg_loss import masked_pg_loss, masked_pg_loss_reference, pg_loss_from_logprobs
+from zerosearch.ops.masked_pg_loss import masked_pg_loss, masked_pg_loss_reference
+from zerosearch.rl.pg_loss import pg_loss_from_logprobs
 
 try:
     from zerosearch.kernels import token_logprobs as kmod

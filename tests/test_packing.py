@@ -9,8 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from zerosearch.config import RunConfig, apply_overrides
-from zerosearch.packing import pack, packed_decoder_hidden, packing_enabled, set_packing, unpack
-from zerosearch.policy import decoder_of
+from zerosearch.rl.forward import decoder_of, pack, packed_decoder_hidden, packing_enabled, set_packing, unpack
 
 VOCAB = 61
 
@@ -97,10 +96,9 @@ def test_auto_packs_only_under_varlen_attention():
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
 def test_trainer_step_unchanged_by_packing(tmp_path, algo):
     """Same seed, same rollouts: one update with packing on gives the same metrics and weights as without."""
-    from zerosearch.build import build_runner
+    from zerosearch.build import build_trainer
     from zerosearch.search import BM25Search
     from zerosearch.toy.assets import ensure_toy_assets
-    from zerosearch.trainer import Trainer
 
     assets = ensure_toy_assets(tmp_path / "cache", seed=0)
     world, tok = assets.load_world(), assets.load_tokenizer()
@@ -112,7 +110,7 @@ def test_trainer_step_unchanged_by_packing(tmp_path, algo):
                               "trainer.batch_questions": 3, "trainer.steps": 1, "trainer.checkpoint_every": 0,
                               "trainer.algo": algo, "trainer.lr": 1e-2, "model.packed_sequences": mode})
         policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-        trainer = Trainer(cfg, policy, tok, build_runner(cfg, policy, tok, bm25), world.train[:6])
+        trainer = build_trainer(cfg, policy, tok, world.train[:6], search=bm25)
         assert packing_enabled(trainer.policy) is (mode == "on")
         row = trainer.fit(progress=False)[0]
         results[mode] = (row, [p.detach().clone() for p in policy.parameters()])

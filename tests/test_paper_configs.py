@@ -41,7 +41,7 @@ def test_paper_settings(path):
     assert (t.steps, t.batch_questions, cfg.rollout.n_samples) == (203, 64, 5)
     assert (c.p_start, c.p_end, c.base) == (0.0, 0.5, 4.0)
     assert (t.lr, t.clip_low, t.clip_high, t.kl_coef, t.entropy_coef) == (1e-6, 0.2, 0.2, 0.001, 0.001)
-    assert (cfg.rollout.max_context, cfg.rollout.max_new_tokens, cfg.simulator.temperature) == (4096, 500, 0.8)
+    assert (cfg.rollout.max_context, cfg.rollout.max_new_tokens, cfg.search.temperature) == (4096, 500, 0.8)
     assert cfg.model.policy_path.startswith("/path/to/")
     text = path.read_text()
     assert "GPU memory" in text and "KV cache" in text and "torchrun" in text
@@ -59,7 +59,7 @@ def test_paper_settings(path):
     ("rollout.n_samples=1", "n_samples"),
     ("trainer.batch_questions=63", "multiple of the world size"),
     ("rollout.max_context=400", "max_context"),
-    ("simulator.base_url=", "base_url"),
+    ("search.base_url=", "base_url"),
     ("model.packed_sequences=yes", "model.packed_sequences"),
     ("model.attn_implementation=flash", "model.attn_implementation"),
 ])

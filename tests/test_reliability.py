@@ -15,24 +15,24 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scripted import FnCompleter, ScriptedGenerator
 from transformers import Qwen2ForCausalLM
 
-from zerosearch import prompts
 from zerosearch.algos import grpo_advantages
-from zerosearch.build import build_runner
-from zerosearch.checkpoint import latest_checkpoint, list_checkpoints, load_latest_checkpoint, save_checkpoint
-from zerosearch.config import RunConfig, apply_overrides
+from zerosearch.build import build_trainer
+from zerosearch.config import RolloutConfig, RunConfig, apply_overrides
 from zerosearch.data.qa import QAExample
-from zerosearch.metrics import MetricsLogger, read_metrics
 from zerosearch.ops import info_span_mask, masked_pg_loss, policy_loss_mask, token_logprobs
 from zerosearch.reward import extract_answer, score_response
-from zerosearch.rollout import RolloutRunner, RolloutSettings, query_text
-from zerosearch.sampler import SampleOutput
+from zerosearch.rl.trainer import NonFiniteLossError
+from zerosearch.rollout import RolloutRunner, policy_text, query_text
+from zerosearch.rollout import protocol as prompts
+from zerosearch.runtime.checkpoint import latest_checkpoint, list_checkpoints, load_latest_checkpoint, save_checkpoint
+from zerosearch.runtime.metrics import MetricsLogger, read_metrics
 from zerosearch.search import BM25Search
 from zerosearch.search.base import EMPTY_QUERY_DOCS, UNAVAILABLE_DOCS, SearchResult
 from zerosearch.toy.assets import ensure_toy_assets
 from zerosearch.toy.tokenizer import build_tokenizer
-from zerosearch.trainer import NonFiniteLossError, Trainer, policy_text
 
 META = torch.device("meta")
 
@@ -176,7 +176,7 @@ def tok():
     return build_tokenizer([WORDS])
 
 
-class Script:
+class Script(ScriptedGenerator):
     """Sampler that replays fixed id segments per turn, ignoring budgets and stop ids unless asked.
 
     Playing back raw ids (not text) lets a test hand the rollout exactly what a misbehaving sampler
@@ -188,13 +188,13 @@ class Script:
         self.honour_budget = honour_budget
         self.budgets: list[list[int]] = []
 
-    def sample(self, contexts, *, max_new_tokens, stop_ids):
+    def script(self, contexts, max_new_tokens, stop_ids):
         self.budgets.append(list(max_new_tokens))
         out = []
         for budget in max_new_tokens:
             seg = self.segments.pop(0) if self.segments else []
             out.append(seg[:budget] if self.honour_budget else seg)
-        return SampleOutput(out, [[-1.0] * len(s) for s in out])
+        return out, [[-1.0] * len(s) for s in out]
 
 
 class Backend:
@@ -219,7 +219,7 @@ def ids(tok, text: str) -> list[int]:
 def run_one(tok, segments, backend=None, **settings):
     backend = backend or Backend()
     sampler = segments if isinstance(segments, Script) else Script(segments)
-    runner = RolloutRunner(tok, sampler, backend, RolloutSettings(**settings))
+    runner = RolloutRunner(tok, sampler, backend, RolloutConfig(**settings))
     [t] = runner.run([QAExample(uid="u", question=Q, golden_answers=["melbrook"])])
     assert len(t.response_ids) == len(t.loss_mask) == len(t.sample_logprobs)
     return t, backend, runner
@@ -266,9 +266,9 @@ def test_sampler_ignoring_stop_ids_is_cut_at_the_first_stop(tok):
 
 
 def test_sampler_with_misaligned_logprobs_is_an_error(tok):
-    class Bad:
-        def sample(self, contexts, *, max_new_tokens, stop_ids):
-            return SampleOutput([ids(tok, "<answer> a </answer>")], [[0.0]])
+    class Bad(ScriptedGenerator):
+        def script(self, contexts, max_new_tokens, stop_ids):
+            return [ids(tok, "<answer> a </answer>")], [[0.0]]
 
     runner = RolloutRunner(tok, Bad(), Backend())
     with pytest.raises(ValueError, match="log-probs"):
@@ -373,7 +373,7 @@ def test_simulator_whose_generator_fails_is_counted_as_fallback(tok):
     """The simulator client turns per-request failures into fallback results; the rollout counts them."""
     from zerosearch.search import SimulatorSearch
 
-    sim = SimulatorSearch(lambda batch: [TimeoutError("no reply")] * len(batch), None)
+    sim = SimulatorSearch(FnCompleter(lambda batch: [TimeoutError("no reply")] * len(batch)), None)
     t, _, _ = run_one(tok, [ids(tok, "<search> a </search>"), ids(tok, "<answer> b </answer>")],
                       backend=sim, max_turns=1)
     assert t.fallbacks == 1 and sim.stats()["fallbacks"] == 1
@@ -418,14 +418,14 @@ def toy(tmp_path_factory):
     return assets, assets.load_world(), assets.load_tokenizer(), BM25Search.from_jsonl(assets.corpus_path, top_k=2)
 
 
-def _trainer(toy, out, search=None, **overrides) -> Trainer:
+def _trainer(toy, out, search=None, **overrides):
     assets, world, tok, bm25 = toy
     cfg = RunConfig(out_dir=str(out))
     apply_overrides(cfg, {"rollout.max_turns": 1, "rollout.max_new_tokens": 8, "rollout.n_samples": 2,
                           "trainer.batch_questions": 2, "trainer.steps": 1, "trainer.checkpoint_every": 0,
                           "trainer.lr": 1e-2, "trainer.warmup_steps": 1, **overrides})
     policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-    return Trainer(cfg, policy, tok, build_runner(cfg, policy, tok, search or bm25), world.train[:4])
+    return build_trainer(cfg, policy, tok, world.train[:4], search=search or bm25)
 
 
 def _params(trainer) -> dict[str, torch.Tensor]:
@@ -439,7 +439,7 @@ def _nan_loss(*args, **kwargs):
 def test_nan_loss_is_skipped_logged_and_counted(toy, tmp_path, monkeypatch, caplog):
     trainer = _trainer(toy, tmp_path)
     before = _params(trainer)
-    monkeypatch.setattr("zerosearch.trainer.masked_pg_loss", _nan_loss)
+    monkeypatch.setattr("zerosearch.rl.trainer.masked_pg_loss", _nan_loss)
     with caplog.at_level(logging.WARNING, logger="zerosearch.trainer"):
         row = trainer.train_step()
     n_minibatches = trainer.tc.ppo_epochs * min(trainer.tc.mini_batches, 4)
@@ -451,7 +451,7 @@ def test_nan_loss_is_skipped_logged_and_counted(toy, tmp_path, monkeypatch, capl
 
 def test_nan_gradient_is_skipped_and_weights_unchanged(toy, tmp_path, monkeypatch):
     """A finite loss whose gradient is inf/NaN (sqrt at 0) must not reach the optimiser either."""
-    import zerosearch.trainer as trainer_mod
+    import zerosearch.rl.trainer as trainer_mod
 
     real = trainer_mod.masked_pg_loss
 
@@ -469,7 +469,7 @@ def test_nan_gradient_is_skipped_and_weights_unchanged(toy, tmp_path, monkeypatc
 
 def test_nan_loss_with_stop_raises_and_saves_the_batch(toy, tmp_path, monkeypatch):
     trainer = _trainer(toy, tmp_path, **{"trainer.on_nonfinite": "stop"})
-    monkeypatch.setattr("zerosearch.trainer.masked_pg_loss", _nan_loss)
+    monkeypatch.setattr("zerosearch.rl.trainer.masked_pg_loss", _nan_loss)
     with pytest.raises(NonFiniteLossError, match="step 0"):
         trainer.train_step()
     saved = list(tmp_path.glob("nonfinite-*.pt"))
@@ -484,7 +484,7 @@ def test_trainer_counts_search_fallbacks(toy, tmp_path):
     trainer = _trainer(toy, tmp_path, search=Backend(fail=TimeoutError("simulator hung")))
     script = ids(tok, "<search> capital of a </search>")
     # Each of the 4 rows searches in turn 1, then writes whatever it wants in the final turn.
-    trainer.runner.sampler = Script([script] * 4 + [ids(tok, "<answer> a </answer>")] * 4)
+    trainer.runner.generator = Script([script] * 4 + [ids(tok, "<answer> a </answer>")] * 4)
     row = trainer.train_step()
     assert row["fallbacks"] == 4 and row["searches"] == 1.0
 
@@ -546,7 +546,7 @@ def test_checkpoint_write_failure_leaves_previous_intact(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("zerosearch.checkpoint.torch.save", boom)
+    monkeypatch.setattr("zerosearch.runtime.checkpoint.torch.save", boom)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path, 2, _state(2))
     monkeypatch.undo()

@@ -140,11 +140,11 @@ def test_build_search_retriever_backend(fake):
     from zerosearch.config import RunConfig
 
     cfg = RunConfig()
-    cfg.simulator.backend = "retriever"
+    cfg.search.backend = "retriever"
     with pytest.raises(ValueError, match="retriever_url"):
         build_search(cfg, curriculum=None)
-    cfg.simulator.retriever_url = fake.url
-    cfg.simulator.top_k = 2
+    cfg.search.retriever_url = fake.url
+    cfg.search.top_k = 2
     s = build_search(cfg, curriculum=None)
     assert isinstance(s, RetrievalServerSearch) and s.top_k == 2
     assert len(s.search(_reqs("q"))[0].documents) == 2

@@ -74,7 +74,7 @@ def test_extract_answer_last_and_tolerant():
 
 
 def test_extract_answer_ignores_prompt_example():
-    from zerosearch.prompts import policy_prompt
+    from zerosearch.rollout.protocol import policy_prompt
 
     prompt = policy_prompt("Who wrote Hamlet?")  # contains the example "<answer> Beijing </answer>"
     assert extract_answer(prompt) == "Beijing"  # why callers must pass only the response

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scripted import ScriptedGenerator
 
-from zerosearch import prompts
+from zerosearch.config import RolloutConfig
 from zerosearch.data.qa import QAExample
-from zerosearch.rollout import RolloutRunner, RolloutSettings
-from zerosearch.sampler import SampleOutput
+from zerosearch.ops.info_span_mask import info_span_mask
+from zerosearch.rollout import RolloutRunner
+from zerosearch.rollout import protocol as prompts
 from zerosearch.search.base import EMPTY_QUERY_DOCS, SearchResult
-from zerosearch.span_mask import info_span_mask
 from zerosearch.toy.tokenizer import build_tokenizer
 
 WORDS = "i need the capital of zorvia melbrook is answer think guess doc a b c sorry nothing"
@@ -25,7 +26,7 @@ def tok():
     return build_tokenizer([WORDS])
 
 
-class ScriptedSampler:
+class ScriptedSampler(ScriptedGenerator):
     """Returns, for each call, the next scripted text of each row (matched by the row's question)."""
 
     def __init__(self, tok, scripts: dict[str, list[str]]):
@@ -33,7 +34,7 @@ class ScriptedSampler:
         self.scripts = {q: list(s) for q, s in scripts.items()}
         self.calls: list[int] = []
 
-    def sample(self, contexts, *, max_new_tokens, stop_ids):
+    def script(self, contexts, max_new_tokens, stop_ids):
         self.calls.append(len(contexts))
         out = []
         for ctx, budget in zip(contexts, max_new_tokens):
@@ -41,7 +42,7 @@ class ScriptedSampler:
             question = next(q for q in self.scripts if f"question : {q}" in text)
             ids = self.tok.encode(self.scripts[question].pop(0), add_special_tokens=False)[:budget]
             out.append(ids)
-        return SampleOutput(out, [[-0.5] * len(ids) for ids in out])
+        return out, [[-0.5] * len(ids) for ids in out]
 
 
 class RecordingSearch:
@@ -65,7 +66,7 @@ def test_search_then_answer_masks_exactly_policy_tokens(tok):
     turn1 = "<think> i need the capital </think> <search> capital of zorvia </search>"
     turn2 = "<think> melbrook </think> <answer> melbrook </answer>"
     sampler, search = ScriptedSampler(tok, {q: [turn1, turn2]}), RecordingSearch()
-    runner = RolloutRunner(tok, sampler, search, RolloutSettings(max_turns=3))
+    runner = RolloutRunner(tok, sampler, search, RolloutConfig(max_turns=3))
     [t] = runner.run([_example(q, "u1")])
 
     assert t.finished and t.queries == ["capital of zorvia"]
@@ -88,7 +89,7 @@ def test_invalid_action_then_final_turn_does_not_search(tok):
     q = "capital of zorvia"
     script = ["<think> i guess </think> sorry", "<search> a </search>", "<search> b </search>"]
     sampler, search = ScriptedSampler(tok, {q: script}), RecordingSearch()
-    runner = RolloutRunner(tok, sampler, search, RolloutSettings(max_turns=2))
+    runner = RolloutRunner(tok, sampler, search, RolloutConfig(max_turns=2))
     [t] = runner.run([_example(q, "u1")])
     assert t.invalid_actions == 1
     assert t.queries == ["a"]  # turn 2 searched; turn 3 is the final turn: its search is not run
@@ -134,7 +135,7 @@ def test_rows_keep_their_own_questions_and_groups(tok):
 def test_context_limit_truncates_and_stops(tok):
     q = "capital of zorvia"
     sampler = ScriptedSampler(tok, {q: ["<search> capital of zorvia </search>"] * 5})
-    runner = RolloutRunner(tok, sampler, RecordingSearch(), RolloutSettings(max_turns=4, max_context=0))
+    runner = RolloutRunner(tok, sampler, RecordingSearch(), RolloutConfig(max_turns=4, max_context=0))
     prompt_len = len(runner.prompt_ids(q))
     limit = prompt_len + 20
     runner.settings.max_context = limit

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 from fake_http import FakeJsonServer
+from scripted import FnCompleter
 
-from zerosearch.prompts import format_documents
 from zerosearch.search import (
     EMPTY_QUERY_DOCS,
     UNAVAILABLE_DOCS,
@@ -22,6 +22,7 @@ from zerosearch.search import (
     clean_query,
     parse_documents,
 )
+from zerosearch.search.documents import format_documents
 
 # --------------------------------------------------------------------------- parse / clean
 
@@ -48,13 +49,14 @@ def test_clean_query():
 # --------------------------------------------------------------------------- simulator
 
 
-class EchoGenerate:
+class EchoGenerate(FnCompleter):
     """Fake LLM: the 'document' is the prompt itself, so tests can see what each row was asked."""
 
     def __init__(self):
+        super().__init__(self.echo)
         self.calls: list[list[str]] = []
 
-    def __call__(self, prompts):
+    def echo(self, prompts):
         self.calls.append(list(prompts))
         return [f"Doc 1: {p}" for p in prompts]
 
@@ -144,7 +146,7 @@ def test_simulator_failed_items_fall_back_and_are_not_cached():
         calls.append(len(prompts))
         return [RuntimeError("boom") if "topic1 " in p else ("" if "topic2 " in p else "Doc 1: ok") for p in prompts]
 
-    sim = SimulatorSearch(gen, None)
+    sim = SimulatorSearch(FnCompleter(gen), None)
     reqs = [SearchRequest(row_id=i, query=f"topic{i} q", question="q", golden_answers=["a"]) for i in range(3)]
     res = sim.search(reqs)
     assert [r.fallback for r in res] == [False, True, True]
@@ -298,14 +300,16 @@ def tiny_lm():
     return model, tokenizer
 
 
-def test_generate_texts_greedy_matches_unbatched(tiny_lm):
-    from zerosearch.generation import generate_texts
+def test_hf_generator_complete_greedy_matches_unbatched(tiny_lm):
+    from zerosearch.generation import HFGenerator, SamplingParams
 
     model, tok = tiny_lm
     prompts = ["the cat sat on", "paris is the capital of france and", "dog", "who is the big red"]
-    out = generate_texts(model, tok, prompts, max_new_tokens=6, do_sample=False, batch_size=3)
+    gen = HFGenerator(model, tok)
+    gen.max_batch = 3
+    out = [c.text for c in gen.complete(prompts, max_new_tokens=6, sampling=SamplingParams(greedy=True))]
     assert len(out) == 4
-    assert tok.padding_side == "right"  # restored
+    assert tok.padding_side == "right"  # untouched
     for p, o in zip(prompts, out):
         ids = tok(p, return_tensors="pt")["input_ids"]
         ref = model.generate(
@@ -320,30 +324,32 @@ def test_generate_texts_greedy_matches_unbatched(tiny_lm):
     assert any(out)  # something was generated
 
 
-def test_generate_texts_sampling_seeded(tiny_lm):
-    from zerosearch.generation import generate_texts
+def test_hf_generator_complete_sampling_seeded(tiny_lm):
+    from zerosearch.generation import HFGenerator, SamplingParams
 
     model, tok = tiny_lm
-    kw = dict(max_new_tokens=8, temperature=1.5, generator_seed=123)
-    a = generate_texts(model, tok, ["the cat", "a dog ran"], **kw)
-    b = generate_texts(model, tok, ["the cat", "a dog ran"], **kw)
+    gen = HFGenerator(model, tok)
+    kw = dict(max_new_tokens=8, sampling=SamplingParams(temperature=1.5), seed=123)
+    a = [c.text for c in gen.complete(["the cat", "a dog ran"], **kw)]
+    b = [c.text for c in gen.complete(["the cat", "a dog ran"], **kw)]
     assert a == b and len(a) == 2
 
 
-def test_hf_generate_fn_drives_simulator(tiny_lm):
-    from zerosearch.generation import generate_texts
-    from zerosearch.search import hf_generate_fn
+def test_local_generator_drives_simulator(tiny_lm):
+    from zerosearch.generation import HFGenerator, SamplingParams
 
     model, tok = tiny_lm
-    fn = hf_generate_fn(model, tok, max_new_tokens=5, do_sample=False)
-    prompts = ["the cat sat", "who is paris"]
-    assert fn(prompts) == generate_texts(model, tok, prompts, max_new_tokens=5, do_sample=False)
-    sim = SimulatorSearch(fn, NoiseCurriculum(4, 0.5, 0.5), seed=0)
-    res = sim.search(
-        [
-            SearchRequest(row_id=5, query="paris", question="what is the capital of france", golden_answers=["paris"]),
-            SearchRequest(row_id=2, query="cat", question="who sat", golden_answers=["cat"]),
-        ]
-    )
+    gen = HFGenerator(model, tok)
+    sim = SimulatorSearch(gen, NoiseCurriculum(4, 0.5, 0.5), seed=0, max_new_tokens=5, temperature=0.0)
+    reqs = [
+        SearchRequest(row_id=5, query="paris", question="what is the capital of france", golden_answers=["paris"]),
+        SearchRequest(row_id=2, query="cat", question="who sat", golden_answers=["cat"]),
+    ]
+    noisy = sim.decide_noisy(2, 0)
+    sim.reseed(0)
+    res = sim.search(reqs)
+    want = gen.complete([sim.build_prompt(r, r.query, not n) for r, n in zip(reqs, noisy)], max_new_tokens=5,
+                        sampling=SamplingParams(greedy=True))
+    assert [r.documents for r in res] == [parse_documents(c.text) for c in want]
     assert [r.row_id for r in res] == [5, 2]
     assert all(r.documents for r in res)

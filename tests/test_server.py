@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from zerosearch.generation import Completion, HFGenerator, SamplingParams, apply_stop
 from zerosearch.search import OpenAISimulator, SearchRequest
-from zerosearch.server import apply_stop, hf_generate_fn_for_server, make_server
+from zerosearch.search.server import make_server
 
 MODEL = "tiny-sim"
 
@@ -27,11 +28,29 @@ def echo_generate(prompts: list[str], *, max_new_tokens: int, temperature: float
     return out
 
 
+class Completer:
+    """A TextCompleter around `fn(prompts, *, max_new_tokens, temperature, top_p) -> texts` that cuts stop strings
+    the way a Generator does; token counts are word counts."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def complete(self, prompts, *, max_new_tokens, sampling, stop=(), seed=None):
+        temperature = 0.0 if sampling.greedy else sampling.temperature
+        texts = self.fn(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=sampling.top_p)
+        out = []
+        for p, t in zip(prompts, texts):
+            text, _ = apply_stop(t, stop)
+            out.append(Completion(text, len(p.split()), len(text.split()), "stop"))
+        return out
+
+
 class Running:
     """A server on a free loopback port, served from a daemon thread."""
 
     def __init__(self, generate_fn=echo_generate, **kw):
-        self.server = make_server(generate_fn, model_name=MODEL, request_timeout=5.0, **kw)
+        completer = generate_fn if hasattr(generate_fn, "complete") else Completer(generate_fn)
+        self.server = make_server(completer, model_name=MODEL, request_timeout=5.0, **kw)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -172,7 +191,7 @@ def test_oversized_body_413():
 
 
 def test_slow_body_is_cut_off():
-    server = make_server(echo_generate, model_name=MODEL, request_timeout=0.3)
+    server = make_server(Completer(echo_generate), model_name=MODEL, request_timeout=0.3)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -227,8 +246,8 @@ def test_concurrency_limit_503():
 
 
 def test_non_loopback_bind_warns(caplog):
-    with caplog.at_level("WARNING", logger="zerosearch.server"):
-        server = make_server(echo_generate, model_name=MODEL, host="0.0.0.0", port=0)
+    with caplog.at_level("WARNING", logger="zerosearch.search.server.http"):
+        server = make_server(Completer(echo_generate), model_name=MODEL, host="0.0.0.0", port=0)
         server.server_close()
     assert any("reachable from other machines" in m for m in caplog.messages)
 
@@ -276,20 +295,26 @@ def tiny_lm():
     return Qwen2ForCausalLM(config).eval(), tok
 
 
-def test_hf_generate_fn_greedy_matches_generate_texts(tiny_lm):
-    from zerosearch.generation import generate_texts
+@pytest.mark.parametrize("generator", [HFGenerator, "engine"])
+def test_served_generator_greedy_matches_direct_completion(tiny_lm, generator):
+    from zerosearch.generation import EngineGenerator
 
     model, tok = tiny_lm
     prompts = ["the cat sat on", "paris is the capital of", "dog"]
-    gen = hf_generate_fn_for_server(model, tok)
-    expected = generate_texts(model, tok, prompts, max_new_tokens=5, do_sample=False)
-    assert gen(prompts, max_new_tokens=5, temperature=0.0, top_p=1.0) == expected
-    with Running(gen, count_tokens=gen.count_tokens) as r:
+    gen = HFGenerator(model, tok) if generator is HFGenerator else EngineGenerator(model, tok)
+    expected = [c.text for c in gen.complete(prompts, max_new_tokens=5, sampling=SamplingParams(greedy=True))]
+    with Running(gen) as r:
         status, out = r.request("POST", "/v1/completions", {"prompt": prompts, "max_tokens": 5, "temperature": 0})
     assert status == 200 and [c["text"] for c in out["choices"]] == expected
     assert out["usage"]["prompt_tokens"] == 4 + 5 + 1
-    for c in out["choices"]:
-        assert c["finish_reason"] == ("length" if len(c["text"].split()) == 5 else "stop")
+    n_new = 0
+    for p, c in zip(prompts, out["choices"]):  # checked against HF generate run directly, row by row
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                             pad_token_id=0, eos_token_id=[1])[0, ids.shape[1]:].tolist()
+        assert c["finish_reason"] == ("stop" if 1 in ref else "length")
+        n_new += ref.index(1) + 1 if 1 in ref else len(ref)
+    assert out["usage"]["completion_tokens"] == n_new
 
 
 # --------------------------------------------------------------------------- CLI

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from zerosearch.engine import GenerationEngine, SamplingParams
-from zerosearch.engine.stopping import has_stop_match_op, stop_match, stop_match_reference
+from zerosearch.ops.library import has_compiled_op
+from zerosearch.ops.stop_match import stop_match, stop_match_reference
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,7 +32,7 @@ def test_reference_by_hand():
     assert stop_match_reference([[1]], [1], [[]]) == [-1]
 
 
-@pytest.mark.skipif(not has_stop_match_op(), reason="compiled extension not built")
+@pytest.mark.skipif(not has_compiled_op("stop_match"), reason="compiled extension not built")
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_compiled_op_matches_reference(dtype, seed):
@@ -42,7 +43,7 @@ def test_compiled_op_matches_reference(dtype, seed):
     assert any(w > 0 for w in want) and any(w == -1 for w in want)  # both outcomes are exercised
 
 
-@pytest.mark.skipif(not has_stop_match_op(), reason="compiled extension not built")
+@pytest.mark.skipif(not has_compiled_op("stop_match"), reason="compiled extension not built")
 def test_compiled_op_edge_cases():
     empty = torch.zeros(0, 4, dtype=torch.long)
     assert stop_match(empty, torch.zeros(0, dtype=torch.long), [[1]]).numel() == 0
@@ -55,7 +56,7 @@ def test_compiled_op_edge_cases():
 def test_engine_cuts_stop_sequences_exactly():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from zerosearch.models import LeanCausalLM
+    from zerosearch.engine.models import LeanCausalLM
 
     cfg = Qwen2Config(vocab_size=11, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                       intermediate_size=48, initializer_range=0.3)  # fmt: skip

@@ -6,9 +6,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from zerosearch.build import ensure_tag_tokens
-from zerosearch.prompts import TAGS, policy_prompt
-from zerosearch.rollout import TagIds
+from zerosearch.hf import ensure_tag_tokens
+from zerosearch.rollout.protocol import TAGS, TagIds, policy_prompt
 
 
 def _byte_bpe() -> PreTrainedTokenizerFast:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zerosearch.pg_loss import _pick_backend, token_logprobs
+from zerosearch.ops.token_logprobs import _pick_backend, token_logprobs
 
 try:
     from zerosearch.kernels import token_logprobs as kmod
@@ -165,7 +165,7 @@ def test_triton_kernel_matches_torch_chunks():
     """Both backends' per-row forward pieces agree directly (no autograd)."""
     if not _triton_usable():
         pytest.skip("triton not usable here")
-    from zerosearch.pg_loss import _torch_forward
+    from zerosearch.ops.token_logprobs import _torch_forward
 
     hidden, weight, targets = _inputs((20,), 37, 101, seed=13)
     with torch.no_grad():

@@ -7,15 +7,15 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
-from zerosearch.prompts import (
+from zerosearch.rollout.protocol import (
     FINAL_TURN_HINT,
     INVALID_ACTION,
     TAGS,
     format_documents,
     observation_text,
     policy_prompt,
-    simulator_prompt,
 )
+from zerosearch.search.prompts import simulator_prompt
 from zerosearch.toy.assets import ensure_toy_assets
 from zerosearch.toy.models import init_model, tiny_qwen2_config
 from zerosearch.toy.tokenizer import EOS_ID, PAD_ID, build_tokenizer, normalize_text

@@ -12,15 +12,14 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from zerosearch.build import build_runner, build_search
+from zerosearch.build import build_generator, build_search, build_trainer
 from zerosearch.config import RunConfig, apply_overrides
-from zerosearch.metrics import read_metrics
+from zerosearch.ops.info_span_mask import info_span_mask
+from zerosearch.rl.sft import sft_train
+from zerosearch.runtime.metrics import read_metrics
 from zerosearch.search import BM25Search, NoiseCurriculum
-from zerosearch.sft import sft_train
-from zerosearch.span_mask import info_span_mask
 from zerosearch.toy.assets import ensure_toy_assets
 from zerosearch.toy.trajectories import direct_answer_trajectory
-from zerosearch.trainer import Trainer
 
 TIMING_KEYS = {"rollout_s", "step_s"}
 
@@ -51,7 +50,7 @@ def _two_answer_policy(assets, tok, questions, right: str, wrong: str, steps=40)
 
 
 def _trainer(cfg, policy, tok, search, train):
-    return Trainer(cfg, policy, tok, build_runner(cfg, policy, tok, search), train)
+    return build_trainer(cfg, policy, tok, train, search=search)
 
 
 @pytest.mark.parametrize("algo", ["grpo", "reinforce_pp"])
@@ -102,7 +101,7 @@ def test_loss_mask_excludes_every_information_token(toy, tmp_path):
 
 def _with_search(trajs, trainer, tok):
     """Append a real search observation to each trajectory (engine tokens, mask False)."""
-    from zerosearch import prompts
+    from zerosearch.rollout import protocol as prompts
 
     obs = tok.encode(prompts.observation_text("Doc 1: a b"), add_special_tokens=False)
     for t in trajs:
@@ -167,9 +166,9 @@ def test_simulator_backend_step(toy, tmp_path):
     assets, world, tok, _ = toy
     policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
     simulator = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir)
-    cfg = _cfg(tmp_path, **{"trainer.steps": 1, "simulator.max_new_tokens": 8, "trainer.checkpoint_every": 0})
+    cfg = _cfg(tmp_path, **{"trainer.steps": 1, "search.max_new_tokens": 8, "trainer.checkpoint_every": 0})
     curriculum = NoiseCurriculum(1, 0.0, 0.5)
-    search = build_search(cfg, curriculum=curriculum, simulator=simulator, sim_tokenizer=tok)
+    search = build_search(cfg, curriculum=curriculum, simulator=build_generator(cfg, simulator, tok))
     trainer = _trainer(cfg, policy, tok, search, world.train[:4])
     trainer.runner.run = lambda ex, n, step=0: _force_search(trainer, ex, n, step)
     [row] = trainer.fit(progress=False)
@@ -177,22 +176,22 @@ def test_simulator_backend_step(toy, tmp_path):
 
 
 def _force_search(trainer, examples, n, step):
-    from zerosearch.sampler import SampleOutput
+    from scripted import ScriptedGenerator, output
 
     runner = trainer.runner
     tok = runner.tokenizer
-    real = runner.sampler
+    real = runner.generator
     script = iter([tok.encode("<search> capital of a </search>", add_special_tokens=False)])
 
-    class OnceSearch:
-        def sample(self, contexts, *, max_new_tokens, stop_ids):
+    class OnceSearch(ScriptedGenerator):
+        def generate(self, contexts, *, max_new_tokens, stop_ids=(), **kw):
             ids = next(script, None)
             if ids is None:
-                return real.sample(contexts, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
-            return SampleOutput([list(ids) for _ in contexts], [[0.0] * len(ids) for _ in contexts])
+                return real.generate(contexts, max_new_tokens=max_new_tokens, stop_ids=stop_ids, **kw)
+            return output([list(ids) for _ in contexts], [[0.0] * len(ids) for _ in contexts], stop_ids)
 
-    runner.sampler = OnceSearch()
+    runner.generator = OnceSearch()
     try:
         return type(runner).run(runner, examples, n, step=step)
     finally:
-        runner.sampler = real
+        runner.generator = real

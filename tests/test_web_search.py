@@ -232,13 +232,13 @@ def test_build_search_web_backend(fake, monkeypatch):
     from zerosearch.config import RunConfig
 
     cfg = RunConfig()
-    assert cfg.simulator.web_url == "https://google.serper.dev/search"
-    assert cfg.simulator.web_api_key_env == "SERPER_API_KEY"
-    cfg.simulator.backend = "web"
-    cfg.simulator.web_url = fake.url
-    cfg.simulator.web_api_key_env = "ZS_BUILD_WEB_KEY"
-    cfg.simulator.top_k = 2
-    cfg.simulator.concurrency = 3
+    assert cfg.search.web_url == "https://google.serper.dev/search"
+    assert cfg.search.web_api_key_env == "SERPER_API_KEY"
+    cfg.search.backend = "web"
+    cfg.search.web_url = fake.url
+    cfg.search.web_api_key_env = "ZS_BUILD_WEB_KEY"
+    cfg.search.top_k = 2
+    cfg.search.concurrency = 3
     monkeypatch.delenv("ZS_BUILD_WEB_KEY", raising=False)
     with pytest.raises(ValueError, match="ZS_BUILD_WEB_KEY"):
         build_search(cfg, curriculum=None)

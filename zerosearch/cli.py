@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="greedy evaluation with real or simulated search",
                        description="Greedy evaluation: EM / cover-EM / F1 per dataset and averaged. data.test_path "
                        "is a QA file, a comma-separated list, or a directory of Search-R1 test files; "
-                       "data.max_test_examples caps each dataset. simulator.backend picks the search: bm25 or dense "
+                       "data.max_test_examples caps each dataset. search.backend picks the search: bm25 or dense "
                        "(a local corpus, data.corpus_path), retriever (a Search-R1 retrieval server), web (a Google "
                        "search API, key in $SERPER_API_KEY), or simulator / openai. Rows are saved as batches "
                        "finish (--resume continues after a crash); under torchrun the questions are split over the "
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="print the simulator's documents for one query, or serve the simulator",
                        description="Print the simulator's documents for one query (--query), or, with --serve, "
                        "serve model.simulator_path as an OpenAI-compatible /v1/completions server that "
-                       "`simulator.backend=openai` runs can use (see SECURITY.md).")
+                       "`search.backend=openai` runs can use (see SECURITY.md). The server generates with the "
+                       "configured generation.backend (engine by default).")
     _add_common(p)
     p.add_argument("--query", help="the search query (required unless --serve)")
     p.add_argument("--question", default="")
@@ -129,26 +130,23 @@ def cmd_toy(cfg: RunConfig, args, progress: bool) -> int:
 
 
 def cmd_train(cfg: RunConfig, args, progress: bool) -> int:
-    """RL training; under `torchrun` every rank runs this and the policy is FSDP2-sharded (zerosearch.distributed)."""
-    from zerosearch import distributed
-    from zerosearch.build import build_curriculum, build_runner, build_search, load_policy
+    """RL training; under `torchrun` every rank runs this and the policy is FSDP2-sharded
+    (zerosearch.runtime.distributed)."""
+    from zerosearch.build import build_trainer, load_policy
     from zerosearch.data.qa import load_qa
-    from zerosearch.trainer import Trainer
+    from zerosearch.runtime import distributed
 
     with distributed.process_group(cfg.device) as info:
         cfg.device = info.device
         tok, policy = load_policy(cfg)
         if cfg.model.gradient_checkpointing:  # only layer inputs are kept for backward (the critic copies it)
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        curriculum = build_curriculum(cfg)
-        search = build_search(cfg, curriculum=curriculum)
-        runner = build_runner(cfg, policy, tok, search)
         train = load_qa(cfg.data.train_path)
         final = Path(cfg.out_dir) / "final"
         if distributed.is_main():
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
             save_config(cfg, Path(cfg.out_dir) / "config.yaml")
-        trainer = Trainer(cfg, policy, tok, runner, train, curriculum=curriculum)
+        trainer = build_trainer(cfg, policy, tok, train)
         if args.resume:
             trainer.resume()
         trainer.fit(progress=progress)
@@ -168,16 +166,16 @@ def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
 
     Under `torchrun` the questions are split over the ranks; rank 0 writes the results and prints the table.
     """
-    from zerosearch import distributed
-    from zerosearch.build import build_runner, build_search, load_policy
-    from zerosearch.evaluate import evaluate, format_table, load_test_sets
+    from zerosearch.build import build_generator, build_runner, build_search, load_policy
+    from zerosearch.eval import evaluate, format_table, load_test_sets
+    from zerosearch.runtime import distributed
 
     with distributed.process_group(cfg.device) as info:
         cfg.device = info.device
         test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
         tok, policy = load_policy(cfg)
         search = build_search(cfg, curriculum=None)
-        runner = build_runner(cfg, policy, tok, search, greedy=True)
+        runner = build_runner(cfg, build_generator(cfg, policy, tok), tok, search, greedy=True)
         out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
         summary = evaluate(runner, test, batch_size=args.batch_size, out_jsonl=out, progress=progress,
                            resume=args.resume)
@@ -190,11 +188,10 @@ def cmd_eval(cfg: RunConfig, args, progress: bool) -> int:
 
 
 def cmd_sft(cfg: RunConfig, args, progress: bool) -> int:
-    from zerosearch.build import load_causal_lm, load_tokenizer
-    from zerosearch.sft import SimulatorPair, sft_train, simulator_samples
+    from zerosearch.build import load_simulator
+    from zerosearch.rl.sft import SimulatorPair, sft_train, simulator_samples
 
-    tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.simulator_path)
-    model = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device)
+    tok, model = load_simulator(cfg)
     pairs = [SimulatorPair(**json.loads(line)) for line in Path(args.pairs).read_text().splitlines() if line.strip()]
     sft_train(model, tok, simulator_samples(pairs), steps=args.steps, lr=args.lr, append_eos=True,
               seed=cfg.seed, device=cfg.device, progress=progress, desc="simulator sft")
@@ -205,19 +202,20 @@ def cmd_sft(cfg: RunConfig, args, progress: bool) -> int:
 
 
 def cmd_simulate(cfg: RunConfig, args, progress: bool) -> int:
-    if args.serve:
-        from zerosearch.server import serve
+    from zerosearch.build import build_generator, build_search, load_simulator, simulator_name
+    from zerosearch.search import NoiseCurriculum, SearchRequest
 
-        serve(cfg, host=args.host, port=args.port, max_concurrency=args.max_concurrency)
+    if args.serve:
+        from zerosearch.search.server import serve
+
+        tok, model = load_simulator(cfg)
+        serve(build_generator(cfg, model, tok), model_name=simulator_name(cfg), host=args.host, port=args.port,
+              max_concurrency=args.max_concurrency)
         return 0
     if not args.query:
         raise ValueError("--query is required (or use --serve)")
-    from zerosearch.build import build_search
-    from zerosearch.search import SearchRequest
-
-    search = build_search(cfg, curriculum=None)
-    if hasattr(search, "decide_noisy") and args.noisy:
-        search.decide_noisy = lambda n, step: [True] * n
+    always_noisy = NoiseCurriculum(1, p_start=1.0, p_end=1.0) if args.noisy else None
+    search = build_search(cfg, curriculum=always_noisy)
     [res] = search.search([SearchRequest(0, args.query, args.question, args.answer)])
     for i, doc in enumerate(res.documents):
         print(f"Doc {i + 1}: {doc}")

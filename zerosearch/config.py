@@ -14,15 +14,27 @@ from typing import Any
 
 import yaml
 
+# Choices of every enumerated key. Every module that checks one of these imports it from here.
+DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "xformers")
+PACKING_MODES = ("auto", "on", "off")
+GENERATION_BACKENDS = ("engine", "hf")
+SEARCH_BACKENDS = ("simulator", "bm25", "openai", "retriever", "web", "dense")
+ALGOS = ("grpo", "ppo", "reinforce_pp")
+KL_TYPES = ("k1", "k2", "k3")
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+LR_SCHEDULES = ("constant", "cosine")
+ON_NONFINITE = ("skip", "stop")
+
 
 @dataclass
 class ModelConfig:
     policy_path: str = ""  # HF checkpoint dir; empty in the toy world (filled by the toy pipeline)
     simulator_path: str = ""
     tokenizer_path: str = ""
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: str = "float32"  # one of DTYPES
     gradient_checkpointing: bool = False
-    attn_implementation: str = "auto"  # auto | eager | sdpa | flash_attention_2 | xformers
+    attn_implementation: str = "auto"  # one of ATTN_IMPLEMENTATIONS
     # padding-free training forward: auto (= on under flash_attention_2 / xformers) | on | off
     packed_sequences: str = "auto"
 
@@ -31,35 +43,46 @@ class ModelConfig:
 class DataConfig:
     train_path: str = ""
     test_path: str = ""
-    corpus_path: str = ""  # jsonl {"id","contents"} for the real (BM25) search at evaluation
+    corpus_path: str = ""  # jsonl {"id","contents"} for the real (BM25 / dense) search
     max_test_examples: int = 0  # 0 = every test row
+
+
+@dataclass
+class GenerationConfig:
+    """How the policy and a local simulator generate: one backend for both."""
+
+    backend: str = "engine"  # engine (zerosearch.engine: static KV cache, shared prefix, CUDA graphs) | hf
+    cuda_graph: bool = True  # engine on CUDA: replay one captured decode step
+    shared_prefix: bool = True  # engine: prefill the prompts' common token prefix once
 
 
 @dataclass
 class RolloutConfig:
     n_samples: int = 4  # rollouts per question (a GRPO group)
-    max_turns: int = 3
+    max_turns: int = 3  # turns that may search; one more turn follows in which a search is not run
     max_new_tokens: int = 48  # per turn
     max_context: int = 1024
     temperature: float = 1.0
     top_p: float = 1.0
     max_query_chars: int = 256
-    engine: str = "engine"  # engine (zerosearch.engine, fast) | hf (transformers generate)
 
 
 @dataclass
-class SimulatorConfig:
-    backend: str = "simulator"  # simulator | bm25 | openai | retriever | web | dense
-    base_url: str = ""  # openai-compatible server, e.g. http://localhost:8000/v1
-    model: str = ""
+class SearchConfig:
+    """The search engine rollouts call: the LLM simulator (local or served) or a real engine."""
+
+    backend: str = "simulator"  # one of SEARCH_BACKENDS
     top_k: int = 5
-    temperature: float = 0.8
-    max_new_tokens: int = 96
-    answer_in_noisy: bool = False
     timeout: float = 30.0
     max_retries: int = 3
     concurrency: int = 8
-    engine: str = "engine"  # engine | hf: how a local simulator model generates
+    # the simulator (backend simulator or openai)
+    base_url: str = ""  # openai-compatible server, e.g. http://localhost:8000/v1
+    model: str = ""
+    temperature: float = 0.8
+    max_new_tokens: int = 96
+    answer_in_noisy: bool = False
+    # real engines
     retriever_url: str = ""  # Search-R1 retrieval server for backend=retriever, e.g. http://127.0.0.1:8000/retrieve
     web_url: str = "https://google.serper.dev/search"  # Serper-shaped Google search API for backend=web
     web_api_key_env: str = "SERPER_API_KEY"  # name of the env variable holding the web API key (never the key)
@@ -76,7 +99,7 @@ class CurriculumConfig:
 
 @dataclass
 class TrainerConfig:
-    algo: str = "grpo"  # grpo | ppo | reinforce_pp
+    algo: str = "grpo"  # one of ALGOS
     steps: int = 40
     batch_questions: int = 16
     ppo_epochs: int = 1
@@ -92,16 +115,15 @@ class TrainerConfig:
     clip_high: float = 0.2
     dual_clip: float | None = None
     kl_coef: float = 0.001
-    kl_type: str = "k3"
+    kl_type: str = "k3"  # one of KL_TYPES
     entropy_coef: float = 0.001
     gamma: float = 1.0
     lam: float = 1.0
     value_clip: float = 0.5
-    agg: str = "token-mean"
-    on_nonfinite: str = "skip"  # skip | stop
+    agg: str = "token-mean"  # one of AGG_MODES
+    on_nonfinite: str = "skip"  # one of ON_NONFINITE
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
-    eval_every: int = 0
 
 
 @dataclass
@@ -112,8 +134,9 @@ class RunConfig:
     device: str = "cpu"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

@@ -1,9 +1,9 @@
-"""Answer extraction and QA scores (DESIGN §1 Reward).
+"""Answer extraction and QA scores.
 
 The scores follow the SQuAD conventions so the numbers are comparable with the published tables:
 answers are normalised (lowercase, no punctuation, no articles, single spaces) before comparison, and
 every score is the best over the gold answers. A rollout without an answer scores 0 — it must never
-crash the trainer (DESIGN §2.3).
+crash the trainer.
 """
 
 from __future__ import annotations

@@ -11,18 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zerosearch.build import ATTN_IMPLEMENTATIONS
-from zerosearch.config import RunConfig
-from zerosearch.lr_schedule import LR_SCHEDULES
-from zerosearch.packing import PACKING_MODES
+from zerosearch.config import (
+    AGG_MODES,
+    ALGOS,
+    ATTN_IMPLEMENTATIONS,
+    DTYPES,
+    GENERATION_BACKENDS,
+    KL_TYPES,
+    LR_SCHEDULES,
+    ON_NONFINITE,
+    PACKING_MODES,
+    SEARCH_BACKENDS,
+    RunConfig,
+)
 from zerosearch.search.curriculum import noise_probability
-
-ALGOS = ("grpo", "ppo", "reinforce_pp")
-KL_TYPES = ("k1", "k2", "k3")
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
-BACKENDS = ("simulator", "bm25", "openai", "retriever", "web", "dense")
-ENGINES = ("engine", "hf")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -65,36 +67,34 @@ def _names(cfg: RunConfig, r: Report) -> None:
     _choice(r, "trainer.kl_type", cfg.trainer.kl_type, KL_TYPES)
     _choice(r, "trainer.agg", cfg.trainer.agg, AGG_MODES)
     _choice(r, "trainer.lr_schedule", cfg.trainer.lr_schedule, LR_SCHEDULES)
-    _choice(r, "trainer.on_nonfinite", cfg.trainer.on_nonfinite, ("skip", "stop"))
-    _choice(r, "simulator.backend", cfg.simulator.backend, BACKENDS)
-    _choice(r, "rollout.engine", cfg.rollout.engine, ENGINES)
-    _choice(r, "simulator.engine", cfg.simulator.engine, ENGINES)
+    _choice(r, "trainer.on_nonfinite", cfg.trainer.on_nonfinite, ON_NONFINITE)
+    _choice(r, "search.backend", cfg.search.backend, SEARCH_BACKENDS)
+    _choice(r, "generation.backend", cfg.generation.backend, GENERATION_BACKENDS)
     _choice(r, "model.dtype", cfg.model.dtype, DTYPES)
     _choice(r, "model.attn_implementation", cfg.model.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice(r, "model.packed_sequences", cfg.model.packed_sequences, PACKING_MODES)
     if not (cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:")):
         r.errors.append(f"device={cfg.device!r} must be cpu, cuda or cuda:N")
-    if cfg.simulator.backend == "openai" and not cfg.simulator.base_url:
-        r.errors.append("simulator.backend=openai needs simulator.base_url (e.g. http://localhost:8000/v1)")
+    if cfg.search.backend == "openai" and not cfg.search.base_url:
+        r.errors.append("search.backend=openai needs search.base_url (e.g. http://localhost:8000/v1)")
 
 
 def _ranges(cfg: RunConfig, r: Report) -> None:
-    t, ro, s = cfg.trainer, cfg.rollout, cfg.simulator
+    t, ro, s = cfg.trainer, cfg.rollout, cfg.search
     for key, value in (("trainer.steps", t.steps), ("trainer.batch_questions", t.batch_questions),
                        ("trainer.ppo_epochs", t.ppo_epochs), ("trainer.mini_batches", t.mini_batches),
                        ("rollout.n_samples", ro.n_samples), ("rollout.max_turns", ro.max_turns),
-                       ("rollout.max_new_tokens", ro.max_new_tokens), ("simulator.top_k", s.top_k),
-                       ("simulator.max_new_tokens", s.max_new_tokens), ("simulator.concurrency", s.concurrency)):
+                       ("rollout.max_new_tokens", ro.max_new_tokens), ("search.top_k", s.top_k),
+                       ("search.max_new_tokens", s.max_new_tokens), ("search.concurrency", s.concurrency)):
         _range(r, key, value, 1)
     for key, value in (("trainer.warmup_steps", t.warmup_steps), ("trainer.weight_decay", t.weight_decay),
                        ("trainer.kl_coef", t.kl_coef), ("trainer.entropy_coef", t.entropy_coef),
                        ("trainer.checkpoint_every", t.checkpoint_every), ("trainer.value_clip", t.value_clip),
-                       ("trainer.keep_checkpoints", t.keep_checkpoints), ("trainer.eval_every", t.eval_every),
-                       ("simulator.max_retries", s.max_retries)):
+                       ("trainer.keep_checkpoints", t.keep_checkpoints), ("search.max_retries", s.max_retries)):
         _range(r, key, value, 0)
     for key, value in (("trainer.lr", t.lr), ("trainer.critic_lr", t.critic_lr), ("trainer.grad_clip", t.grad_clip),
-                       ("rollout.temperature", ro.temperature), ("simulator.temperature", s.temperature),
-                       ("simulator.timeout", s.timeout)):
+                       ("rollout.temperature", ro.temperature), ("search.temperature", s.temperature),
+                       ("search.timeout", s.timeout)):
         _range(r, key, value, 0, lo_open=True)
     _range(r, "trainer.lr", t.lr, hi=1e-2)
     _range(r, "trainer.min_lr_ratio", t.min_lr_ratio, 0, 1)
@@ -144,7 +144,7 @@ def _batches(cfg: RunConfig, r: Report, world_size: int) -> None:
 
 def _paths(cfg: RunConfig, r: Report, command: str) -> None:
     """The paths the command will read, by backend: a train run never reads data.test_path, and so on."""
-    m, d, backend = cfg.model, cfg.data, cfg.simulator.backend
+    m, d, backend = cfg.model, cfg.data, cfg.search.backend
     need = {"model.policy_path": m.policy_path}
     if m.tokenizer_path:
         need["model.tokenizer_path"] = m.tokenizer_path

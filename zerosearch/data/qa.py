@@ -2,7 +2,7 @@
 
 Every example gets a uid that is unique within the loaded file even when the file's own `id` or
 index repeats across data sources (NQ and HotpotQA rows both start at 0): GRPO groups rollouts by
-this uid, and a collision would mix two questions into one group (DESIGN §2.6).
+this uid, and a collision would mix two questions into one group.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zerosearch.models.config import LMConfig
+from zerosearch.engine.models.config import LMConfig
 
 
 @dataclass

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-from zerosearch.engine.attention import decode_attention, prefill_attention
+from zerosearch.engine.attention import prefill_attention
 from zerosearch.engine.cache import StaticKVCache
-from zerosearch.engine.sampling import SamplingParams, TokenDrawer
-from zerosearch.engine.stopping import pack_stop_sequences, stop_match
-from zerosearch.models.transformer import LeanCausalLM
-from zerosearch.models.weights import LMWeights
+from zerosearch.engine.decode import DecodeStep
+from zerosearch.engine.models.transformer import LeanCausalLM
+from zerosearch.engine.models.weights import LMWeights
+from zerosearch.engine.sampler import Sampler, SamplingParams
+from zerosearch.ops.stop_match import pack_stop_sequences, stop_match
 
 __all__ = ["GenerationEngine", "GenerationOutput", "SamplingParams", "common_prefix_len"]
 
@@ -134,8 +135,8 @@ class GenerationEngine:
         if p_len:
             self._prefill_prefix(w, list(prompts[0][:p_len]), cache, scale)
         logits = self._prefill_suffix(w, suffixes, start_u, p_len, cache, n, scale).repeat_interleave(n, 0)
-        drawer = TokenDrawer(sampling, dev, seed, use_triton)
-        tok, lp = drawer(logits)
+        sampler = Sampler(sampling, dev, seed, use_triton)
+        tok, lp = sampler(logits)
 
         start_b = start_u.repeat_interleave(n)
         pos = (p_len + width - start_b).long()
@@ -148,7 +149,7 @@ class GenerationEngine:
 
         active = torch.arange(rows, device=dev)  # original row of each row still in the batch
         self.last_batch_sizes = [rows]
-        step = self._make_step(w, cache, start_b, pos, width, tok, drawer, scale, use_triton, 0)
+        step = self._make_step(w, cache, start_b, pos, width, tok, sampler, scale, use_triton, 0)
         n_gen = budget
         for j in range(budget):
             batch = len(active)
@@ -178,7 +179,7 @@ class GenerationEngine:
                     start_b, pos, max_new, tok, done, active = (
                         t[keep] for t in (start_b, pos, max_new, tok, done, active)
                     )
-                    step = self._make_step(w, cache, start_b, pos, width, tok, drawer, scale, use_triton, j)
+                    step = self._make_step(w, cache, start_b, pos, width, tok, sampler, scale, use_triton, j)
                     self.last_batch_sizes.append(live)
             tok, lp = step(j)
         return self._finish(tokens[:, :n_gen], lps[:, :n_gen], budgets, n, stop_ids, stop_sequences)
@@ -233,35 +234,14 @@ class GenerationEngine:
 
     # ---- decode --------------------------------------------------------------------------------------
 
-    def _make_step(self, w, cache, start_b, pos, width, tok, drawer, scale, use_triton, first: int):
-        """Return ``step(j) -> (tok, lp)`` that feeds the current token and samples the next one; the first
-        call is ``step(first)``."""
-        dev = w.embed.device
-        if dev.type == "cuda" and self.cuda_graph:
+    def _make_step(self, w, cache, start_b, pos, width, tok, sampler, scale, use_triton, first: int):
+        """``step(j) -> (tok, lp)`` that feeds the current token and samples the next one, starting at ``first``;
+        captured in a CUDA graph on CUDA."""
+        step = DecodeStep(self.model, w, cache, start_b, pos, width, tok, sampler, scale, use_triton, first)
+        if w.embed.device.type == "cuda" and self.cuda_graph:
             from zerosearch.engine.cuda_graph import GraphedDecode
 
-            return GraphedDecode(self.model, w, cache, start_b, pos, width, tok, drawer, scale, use_triton,
-                                 first_step=first)  # fmt: skip
-        state = {"tok": tok}
-
-        def step(j: int):
-            slot = width + j
-            end = torch.full_like(start_b, slot + 1)
-
-            def attend(i, q, k, v):
-                cache.k[i, :, :, slot] = k[:, 0]
-                cache.v[i, :, :, slot] = v[:, 0]
-                pk = cache.prefix_k[i] if cache.prefix_k is not None else None
-                pv = cache.prefix_v[i] if cache.prefix_v is not None else None
-                out = decode_attention(q[:, 0], cache.k[i], cache.v[i], start_b, end, pk, pv, scale,
-                                       kv_limit=None if use_triton else slot + 1, use_triton=use_triton)  # fmt: skip
-                return out[:, None]
-
-            hidden = self.model.hidden_states(state["tok"][:, None], (pos + j)[:, None], attend, w)
-            nxt, lp = drawer(self.model.logits(hidden[:, 0], w))
-            state["tok"] = nxt
-            return nxt, lp
-
+            return GraphedDecode(step)
         return step
 
     # ---- output --------------------------------------------------------------------------------------

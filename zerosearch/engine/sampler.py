@@ -1,89 +1,55 @@
-"""Engine-backed drop-ins for the rollout sampler and the simulator's text generation.
-
-`EngineSampler` has the constructor and `sample` contract of `zerosearch.sampler.HFSampler`;
-`engine_generate_texts` has the signature of `zerosearch.generation.generate_texts`. Both accept a loaded
-HF `LlamaForCausalLM` / `Qwen2ForCausalLM` (generated from directly, parameters referenced, not copied) or
-a `LeanCausalLM`.
-"""
+"""The engine's sampler: the sampling settings of a generate call and the random state that draws its tokens."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from zerosearch.engine.engine import GenerationEngine
-from zerosearch.engine.sampling import SamplingParams
-from zerosearch.generation import stop_ids_for
-from zerosearch.models.transformer import LeanCausalLM
-from zerosearch.sampler import SampleOutput
+from zerosearch.ops.sampling import sample_tokens
 
 
-def _lean(model) -> LeanCausalLM:
-    return model if isinstance(model, LeanCausalLM) else LeanCausalLM.from_hf(model)
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen. ``greedy`` ignores the temperature (log-probs are then at temperature 1)."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.greedy and not self.temperature > 0:
+            raise ValueError("temperature must be > 0 unless greedy=True")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0 (0: off)")
 
 
-class EngineSampler:
-    """`TokenSampler` over the fast engine: sampled ids cut after the first stop id, plus their log-probs
-    under the temperature-scaled distribution (temperature 1 when greedy), like `HFSampler`."""
+class Sampler:
+    """Draws one token per row from ``[B, V]`` logits; owns the random state of one generate call.
 
-    def __init__(self, model, pad_id: int, *, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-                 top_k: int = 0, seed: int | None = None, shared_prefix: bool = True) -> None:  # fmt: skip
-        self.model = model
-        self.pad_id = pad_id
-        self.temperature = temperature
-        self.top_p = top_p
-        self.greedy = greedy
-        self.top_k = top_k
-        self.seed = seed
-        self.shared_prefix = shared_prefix
-        self._calls = 0
-
-    def sample(self, contexts: list[list[int]], *, max_new_tokens: list[int], stop_ids: list[int]) -> SampleOutput:
-        if not contexts:
-            return SampleOutput([], [])
-        engine = GenerationEngine(_lean(self.model), pad_id=self.pad_id)
-        params = SamplingParams(temperature=1.0 if self.greedy else self.temperature, top_k=self.top_k,
-                                top_p=self.top_p, greedy=self.greedy)  # fmt: skip
-        seed = None if self.seed is None else self.seed + self._calls
-        self._calls += 1
-        out = engine.generate(contexts, max_new_tokens=list(max_new_tokens), sampling=params, stop_ids=stop_ids,
-                              shared_prefix=self.shared_prefix, seed=seed)  # fmt: skip
-        return SampleOutput(out.token_ids, out.logprobs)
-
-
-def engine_generate_texts(
-    model,
-    tokenizer,
-    prompts: list[str],
-    *,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    do_sample: bool = True,
-    batch_size: int = 256,
-    stop_token_ids: list[int] | None = None,
-    generator_seed: int | None = None,
-) -> list[str]:
-    """Continue each prompt; return only the new text (special tokens dropped), in prompt order.
-
-    Same contract as `generate_texts`: stops on the tokenizer's eos and on ``stop_token_ids``; sampling is
-    repeatable for a given ``generator_seed`` and leaves the caller's global RNG untouched.
+    ``seed=None`` draws the call's seed from torch's global generator, so ``torch.manual_seed`` makes a run
+    repeatable without threading seeds through every caller.
     """
-    if not prompts:
-        return []
-    stops = stop_ids_for(tokenizer, stop_token_ids)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
-    engine = GenerationEngine(_lean(model), pad_id=int(pad_id))
-    params = SamplingParams(temperature=temperature if do_sample else 1.0, top_p=top_p if do_sample else 1.0,
-                            greedy=not do_sample)  # fmt: skip
-    if generator_seed is None:
-        base_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    else:
-        base_seed = int(generator_seed)
-    texts: list[str] = []
-    for i, start in enumerate(range(0, len(prompts), batch_size)):
-        chunk = prompts[start : start + batch_size]
-        ids = [list(x) for x in tokenizer(chunk, add_special_tokens=True)["input_ids"]]
-        out = engine.generate(ids, max_new_tokens=max_new_tokens, sampling=params, stop_ids=stops,
-                              seed=base_seed + i)  # fmt: skip
-        texts.extend(tokenizer.batch_decode(out.token_ids, skip_special_tokens=True))
-    return texts
+
+    def __init__(self, params: SamplingParams, device: torch.device, seed: int | None, use_triton: bool) -> None:
+        self.params = params
+        self.use_triton = use_triton
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.seed = torch.tensor([seed], dtype=torch.int64, device=device)
+
+    def __call__(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.params
+        out = sample_tokens(logits, temperature=1.0 if p.greedy else p.temperature, top_k=p.top_k, top_p=p.top_p,
+                            greedy=p.greedy, seed=self.seed, generator=self.generator, use_triton=self.use_triton)
+        if self.use_triton:
+            self.seed.add_(1)
+        return out
+
+
+DEFAULT_SAMPLING = SamplingParams()  # plain sampling at temperature 1 (a shared default argument)

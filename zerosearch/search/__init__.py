@@ -1,5 +1,5 @@
 """Search backends: real ones (BM25, dense E5, a Search-R1 retrieval server, Google via a web API), the LLM
-simulator (local or served), the curriculum."""
+simulator (local or served) with its noise curriculum, and the simulator's HTTP server (:mod:`.server`)."""
 
 from .base import (
     EMPTY_QUERY_DOCS,
@@ -14,9 +14,10 @@ from .base import (
 from .bm25 import BM25Search
 from .curriculum import NoiseCurriculum, noise_probability
 from .dense import DenseRetrieverSearch
-from .openai_client import OpenAISimulator
+from .documents import format_documents, parse_documents
+from .openai_client import OpenAICompletions, OpenAISimulator
 from .retrieval_server import RetrievalServerSearch
-from .simulator import SimulatorSearch, hf_generate_fn, parse_documents
+from .simulator import SimulatorSearch
 from .web_search import WebSearch
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "BM25Search",
     "DenseRetrieverSearch",
     "NoiseCurriculum",
+    "OpenAICompletions",
     "OpenAISimulator",
     "RetrievalServerSearch",
     "SearchBackend",
@@ -34,7 +36,7 @@ __all__ = [
     "WebSearch",
     "clean_query",
     "empty_query_result",
-    "hf_generate_fn",
+    "format_documents",
     "noise_probability",
     "parse_documents",
     "unavailable_result",

@@ -1,8 +1,7 @@
-"""Request/result types and the protocol every search backend follows (DESIGN §2.2, §2.8).
+"""Request/result types and the protocol every search backend follows.
 
 Each request carries its own row id and its own question/answers, and each result carries the id
-back: a backend can never answer one row with another row's context, which is the bug the public
-code had when rows finished at different turns.
+back: a backend can never answer one row with another row's context when rows finish at different turns.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A real (lexical) search engine: BM25 over a passage list, via the `bm25s` library.
 
 In the toy world this plays the role of Google: it serves trajectory collection for the simulator's
-SFT data and the final evaluation with real search (DESIGN §5).
+SFT data and the final evaluation with real search.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Noise curriculum of ZeroSearch (DESIGN §1 Curriculum).
+"""Noise curriculum of ZeroSearch.
 
 Early in training the simulator returns mostly useful documents so the policy learns the search
 format; the probability of a noisy result then grows exponentially towards `p_end`, forcing the

@@ -1,6 +1,6 @@
 """POST JSON with a timeout, bounded retries and exponential backoff: the transport of every HTTP backend.
 
-DESIGN §2.8: a flaky server (hangs, 5xx, garbage) must cost a few rows a fallback result, never a run, and
+A flaky server (hangs, 5xx, garbage) must cost a few rows a fallback result, never a run, and
 must never be retried forever. `post` returns the last error instead of raising it so callers can turn it
 into fallback results; the attempt/retry/failure counters are thread-safe.
 """

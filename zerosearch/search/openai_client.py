@@ -1,28 +1,35 @@
-"""The simulator served by an OpenAI-compatible server (vLLM, SGLang): `/v1/completions` over HTTP.
+"""The simulator served by an OpenAI-compatible server (ours, vLLM, SGLang): `/v1/completions` over HTTP.
 
 Only the transport lives here; prompts, noise decisions, parsing, caching and statistics are
-SimulatorSearch's. The transport is defensive (DESIGN §2.8): bounded concurrency, a timeout per HTTP
-request, a bounded number of retries with exponential backoff, and a fallback result instead of an
-exception when the server keeps failing — a flaky simulator must not kill a training run.
+SimulatorSearch's. The transport is defensive: bounded concurrency, a timeout per HTTP request, a bounded
+number of retries with exponential backoff, and a fallback result instead of an exception when the server
+keeps failing — a flaky simulator must not kill a training run.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+from zerosearch.generation.base import DEFAULT_SAMPLING, Completion, SamplingParams
 
 from .curriculum import NoiseCurriculum
 from .http_json import JsonPoster, RetryableError, ServerError
 from .simulator import SimulatorSearch
 
-__all__ = ["OpenAISimulator", "RetryableError", "ServerError", "completions_url"]
+__all__ = ["OpenAICompletions", "OpenAISimulator", "RetryableError", "ServerError", "completions_url"]
 
 
-def _completion_text(raw: bytes) -> str:
-    text = json.loads(raw)["choices"][0]["text"]
+def _completion(raw: bytes) -> Completion:
+    body = json.loads(raw)
+    choice = body["choices"][0]
+    text = choice["text"]
     if not isinstance(text, str):
         raise TypeError("choices[0].text is not a string")
-    return text
+    usage = body.get("usage") or {}
+    return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                      str(choice.get("finish_reason") or "stop"))
 
 
 def completions_url(base_url: str) -> str:
@@ -35,8 +42,43 @@ def completions_url(base_url: str) -> str:
     return url + "/v1/completions"
 
 
+class OpenAICompletions:
+    """A :class:`~zerosearch.generation.TextCompleter` over HTTP: one prompt per request, a bounded pool."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 3, backoff: float = 0.5, concurrency: int = 8) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.http = JsonPoster(completions_url(base_url), timeout=timeout, max_retries=max_retries,
+                               backoff=backoff, headers=headers)
+        self.url = self.http.url
+        self.model = model
+        self.concurrency = concurrency
+
+    def _complete_one(self, prompt: str, max_new_tokens: int, sampling: SamplingParams,
+                      stop: Sequence[str]) -> Completion | Exception:
+        payload = {"model": self.model, "prompt": prompt, "max_tokens": max_new_tokens, "n": 1,
+                   "temperature": 0.0 if sampling.greedy else sampling.temperature}
+        if sampling.top_p < 1.0:
+            payload["top_p"] = sampling.top_p
+        if stop:
+            payload["stop"] = list(stop)
+        return self.http.post(payload, _completion)
+
+    def complete(self, prompts: list[str], *, max_new_tokens: int, sampling: SamplingParams = DEFAULT_SAMPLING,
+                 stop: Sequence[str] = (), seed: int | None = None) -> list[Completion | Exception]:
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._complete_one(p, max_new_tokens, sampling, stop), prompts))
+
+    def stats(self) -> dict:
+        return self.http.stats()
+
+
 class OpenAISimulator(SimulatorSearch):
-    """SimulatorSearch whose generate_fn is a pool of HTTP calls to a completions endpoint."""
+    """SimulatorSearch whose completions come from a served model (:class:`OpenAICompletions`)."""
 
     def __init__(
         self,
@@ -56,35 +98,12 @@ class OpenAISimulator(SimulatorSearch):
         answer_in_noisy: bool = False,
         cache_size: int = 10000,
     ):
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        super().__init__(
-            self._generate_batch,
-            curriculum,
-            top_k=top_k,
-            seed=seed,
-            answer_in_noisy=answer_in_noisy,
-            cache_size=cache_size,
-        )
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self.http = JsonPoster(completions_url(base_url), timeout=timeout, max_retries=max_retries,
-                               backoff=backoff, headers=headers)
-        self.url = self.http.url
+        self.client = OpenAICompletions(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                                        backoff=backoff, concurrency=concurrency)
+        super().__init__(self.client, curriculum, top_k=top_k, seed=seed, answer_in_noisy=answer_in_noisy,
+                         cache_size=cache_size, max_new_tokens=max_tokens, temperature=temperature)
+        self.url = self.client.url
         self.model = model
-        self.concurrency = concurrency
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-
-    def _complete(self, prompt: str) -> str | Exception:
-        payload = {"model": self.model, "prompt": prompt, "max_tokens": self.max_tokens,
-                   "temperature": self.temperature, "n": 1}
-        return self.http.post(payload, _completion_text)
-
-    def _generate_batch(self, prompts: list[str]) -> list[str | Exception]:
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(prompts)))) as pool:
-            return list(pool.map(self._complete, prompts))
 
     def stats(self) -> dict:
-        out = super().stats()
-        out.update(self.http.stats())
-        return out
+        return super().stats() | self.client.stats()

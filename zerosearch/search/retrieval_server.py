@@ -5,7 +5,7 @@ Search-R1's `retrieval_server.py` answers `POST /retrieve` with `{"queries": [..
 such a server lets a run use the same Wikipedia index as the published baselines without loading a
 multi-gigabyte index (or FAISS) into the training process.
 
-The transport follows the same defensive rules as the served simulator (DESIGN §2.8): a timeout per
+The transport follows the same defensive rules as the served simulator: a timeout per
 HTTP request, a bounded number of retries with exponential backoff, and fallback results instead of
 exceptions when the server keeps failing — a flaky retriever must cost a few rows' context, never a run.
 Only the standard library is used, so the backend adds no dependency.

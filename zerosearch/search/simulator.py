@@ -1,66 +1,27 @@
-"""The simulated search engine: an LLM prompted to write useful or noisy documents (DESIGN §1).
+"""The simulated search engine: an LLM prompted to write five useful or noisy documents per query.
 
-The backend is independent of where the LLM runs: it builds prompts, decides noise with the
-curriculum and parses documents, and delegates only the text generation to `generate_fn`
-(a local HF model via `hf_generate_fn`, or a server via `OpenAISimulator`).
+The backend is independent of where the LLM runs: it builds prompts, decides noise with the curriculum,
+caches and parses documents, and delegates only the text completion to a
+:class:`~zerosearch.generation.TextCompleter` — a local :class:`~zerosearch.generation.Generator`, or a
+completions server through :class:`~zerosearch.search.openai_client.OpenAICompletions`.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..prompts import simulator_prompt
-from ..reward import normalize_answer
+from zerosearch.generation.base import SamplingParams, TextCompleter
+
 from .base import SearchRequest, SearchResult, clean_query, empty_query_result, unavailable_result
 from .curriculum import NoiseCurriculum
-
-# A generate_fn maps prompts to completions, one per prompt, in order. An item may be an Exception
-# instead of text: that request alone becomes a fallback result (used by the server client).
-GenerateFn = Callable[[list[str]], list]
-
-# "Doc 3:", "doc 3 -", "Document 3.", "Doc:" — the number and the exact separator are optional-ish.
-_DOC_MARK = re.compile(r"\bdoc(?:ument)?\s*(?:\d+\s*[:.)\-]|:)", flags=re.IGNORECASE)
-
-
-def parse_documents(text: str, k: int = 5) -> list[str]:
-    """Split a simulator completion at its `Doc i:` markers into at most k non-empty documents.
-
-    Text before the first marker is preamble and dropped. With no marker at all the whole
-    (non-empty) text is one document, so a sloppy small simulator still returns something.
-    """
-    if not text or not text.strip():
-        return []
-    marks = list(_DOC_MARK.finditer(text))
-    if not marks:
-        return [" ".join(text.split())]
-    docs = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        doc = " ".join(text[m.end() : end].split())
-        if doc:
-            docs.append(doc)
-        if len(docs) == k:
-            break
-    if not docs:
-        return []
-    return docs
-
-
-def _contains_answer(documents: list[str], golds: list[str]) -> bool:
-    """Whether some normalised gold answer occurs as whole words in the normalised documents."""
-    text = f" {normalize_answer(' '.join(documents))} "
-    for g in golds:
-        gold = normalize_answer(g)
-        if gold and f" {gold} " in text:
-            return True
-    return False
+from .documents import contains_answer, parse_documents
+from .prompts import simulator_prompt
 
 
 class SimulatorSearch:
-    """SearchBackend over a generator LLM, with the noise curriculum, an LRU cache and leakage stats.
+    """SearchBackend over a simulator LLM, with the noise curriculum, an LRU cache and leakage stats.
 
     The cache key is the full prompt, i.e. (query, question, useful) plus the answers the prompt
     shows: two rows share documents only if the simulator was asked exactly the same thing. Set
@@ -69,7 +30,7 @@ class SimulatorSearch:
 
     def __init__(
         self,
-        generate_fn: GenerateFn,
+        completer: TextCompleter,
         curriculum: NoiseCurriculum | None,
         *,
         top_k: int = 5,
@@ -77,8 +38,13 @@ class SimulatorSearch:
         answer_in_noisy: bool = False,
         cache_size: int = 10000,
         prompt_fn: Callable[..., str] = simulator_prompt,
+        max_new_tokens: int = 600,
+        temperature: float = 0.8,
     ):
-        self.generate_fn = generate_fn
+        """Defaults are the paper's: temperature 0.8, at most 600 new tokens."""
+        self.completer = completer
+        self.max_new_tokens = max_new_tokens
+        self.sampling = SamplingParams(temperature=temperature) if temperature > 0 else SamplingParams(greedy=True)
         self.curriculum = curriculum
         self.top_k = top_k
         self.answer_in_noisy = answer_in_noisy
@@ -133,7 +99,7 @@ class SimulatorSearch:
 
     # -- protocol -------------------------------------------------------------------------------
     def search(self, requests: list[SearchRequest], *, step: int = 0) -> list[SearchResult]:
-        """One generate_fn call for all cache misses of the batch; results in request order."""
+        """One completion call for all cache misses of the batch; results in request order."""
         c = self._counts
         c["n_requests"] += len(requests)
         queries = [clean_query(r.query) for r in requests]
@@ -158,14 +124,15 @@ class SimulatorSearch:
         errors: dict[str, str] = {}
         generated: dict[str, list[str]] = {}
         if missing:
-            outputs = list(self.generate_fn(missing))
+            outputs = list(self.completer.complete(missing, max_new_tokens=self.max_new_tokens,
+                                                   sampling=self.sampling))
             if len(outputs) != len(missing):
-                raise RuntimeError(f"generate_fn returned {len(outputs)} outputs for {len(missing)} prompts")
+                raise RuntimeError(f"the simulator returned {len(outputs)} completions for {len(missing)} prompts")
             for prompt, out in zip(missing, outputs):
                 if isinstance(out, BaseException) or out is None:
                     errors[prompt] = f"{type(out).__name__}: {out}" if out is not None else "no output"
                     continue
-                parsed = parse_documents(str(out), self.top_k)
+                parsed = parse_documents(out.text, self.top_k)
                 if not parsed:
                     errors[prompt] = "simulator returned no documents"
                     continue
@@ -188,7 +155,7 @@ class SimulatorSearch:
                 continue
             if noisy:
                 c["n_noisy_scored"] += 1
-                c["n_leaky"] += int(_contains_answer(d, list(req.golden_answers)))
+                c["n_leaky"] += int(contains_answer(d, list(req.golden_answers)))
             results.append(SearchResult(row_id=req.row_id, documents=list(d), noisy=noisy))
         return results
 
@@ -199,16 +166,3 @@ class SimulatorSearch:
         out["noisy_fraction"] = self._counts["n_noisy"] / max(1, self._counts["n_queries"])
         out["cache_size"] = len(self._cache)
         return out
-
-
-def hf_generate_fn(model, tokenizer, **gen_kwargs) -> Callable[[list[str]], list[str]]:
-    """A generate_fn over a local HF model; defaults are the paper's (temperature 0.8, ≤600 tokens)."""
-    from ..generation import generate_texts
-
-    gen_kwargs.setdefault("max_new_tokens", 600)
-    gen_kwargs.setdefault("temperature", 0.8)
-
-    def generate(prompts: list[str]) -> list[str]:
-        return generate_texts(model, tokenizer, prompts, **gen_kwargs)
-
-    return generate

@@ -7,7 +7,7 @@ evaluate against live web results, not for routine training. Serper's wire forma
 "link", ...}, ...]}`; each hit becomes one `"title\\nsnippet"` document, like a corpus passage.
 
 The key is read from an environment variable (whose name is configurable) and never appears in errors,
-stats or reprs. Transport follows DESIGN §2.8 through JsonPoster: a timeout per request, bounded retries
+stats or reprs. Transport goes through JsonPoster: a timeout per request, bounded retries
 with backoff (4xx is not retried: a bad key will not get better), and fallback results instead of
 exceptions. The API takes one query per request, so a batch runs on a bounded thread pool.
 """

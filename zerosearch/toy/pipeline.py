@@ -13,16 +13,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from zerosearch.build import build_runner, build_search
+from zerosearch.build import build_curriculum, build_generator, build_runner, build_search, build_trainer
 from zerosearch.config import RunConfig, save_config
 from zerosearch.data.qa import QAExample
-from zerosearch.evaluate import evaluate
-from zerosearch.search import BM25Search, NoiseCurriculum
-from zerosearch.sft import SimulatorPair, balance_pairs, sft_train, simulator_samples
+from zerosearch.eval import evaluate
+from zerosearch.rl.sft import SimulatorPair, balance_pairs, sft_train, simulator_samples
+from zerosearch.search import BM25Search
 from zerosearch.toy.assets import ToyAssets, ensure_toy_assets
 from zerosearch.toy.trajectories import direct_answer_trajectory, search_trajectory
 from zerosearch.toy.world import ToyWorld, query_for
-from zerosearch.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ def run_toy(cfg: RunConfig, *, resume: bool = False, fast: bool = False, progres
     save_config(cfg, out / "config.yaml")
     assets: ToyAssets = ensure_toy_assets(cfg.cache_dir, seed=cfg.seed)
     world, tok = assets.load_world(), assets.load_tokenizer()
-    bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=cfg.simulator.top_k)
+    bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=cfg.search.top_k)
     rng = random.Random(cfg.seed)
     from transformers import Qwen2ForCausalLM
 
@@ -129,18 +128,17 @@ def run_toy(cfg: RunConfig, *, resume: bool = False, fast: bool = False, progres
         policy.save_pretrained(warm_dir)
 
     test = world.test[: cfg.data.max_test_examples or None]
-    before = evaluate(build_runner(cfg, policy, tok, bm25, greedy=True), test,
+    policy_gen = build_generator(cfg, policy, tok)
+    before = evaluate(build_runner(cfg, policy_gen, tok, bm25, greedy=True), test,
                       out_jsonl=out / "eval-before.jsonl", progress=progress, desc="eval before RL")
-    curriculum = NoiseCurriculum(cfg.trainer.steps, cfg.curriculum.p_start, cfg.curriculum.p_end,
-                                 cfg.curriculum.base)
-    sim_search = build_search(cfg, curriculum=curriculum, simulator=simulator, sim_tokenizer=tok)
-    trainer = Trainer(cfg, policy, tok, build_runner(cfg, policy, tok, sim_search), world.train,
-                      curriculum=curriculum)
+    curriculum = build_curriculum(cfg)
+    sim_search = build_search(cfg, curriculum=curriculum, simulator=build_generator(cfg, simulator, tok))
+    trainer = build_trainer(cfg, policy, tok, world.train, search=sim_search, curriculum=curriculum)
     if resume:
         trainer.resume()
     trainer.fit(progress=progress)
     policy.save_pretrained(out / "policy-rl")
-    after = evaluate(build_runner(cfg, policy, tok, bm25, greedy=True), test,
+    after = evaluate(build_runner(cfg, policy_gen, tok, bm25, greedy=True), test,
                      out_jsonl=out / "eval-after.jsonl", progress=progress, desc="eval after RL")
     summary = {"before": before, "after": after, "simulator": sim_search.stats()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

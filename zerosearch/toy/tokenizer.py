@@ -14,15 +14,15 @@ from collections.abc import Iterable
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from zerosearch.prompts import (
+from zerosearch.rollout.protocol import (
     FINAL_TURN_HINT,
     INVALID_ACTION,
     POLICY_TEMPLATE,
     TAGS,
     format_documents,
     observation_text,
-    simulator_prompt,
 )
+from zerosearch.search.prompts import simulator_prompt
 
 PAD_TOKEN, UNK_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "<eos>"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, EOS_TOKEN)

@@ -13,7 +13,7 @@ import random
 import re
 
 from zerosearch.data.qa import QAExample
-from zerosearch.prompts import (
+from zerosearch.rollout.protocol import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
     SEARCH_CLOSE,
