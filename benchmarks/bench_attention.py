@@ -7,6 +7,12 @@ and ``kernels/attn_merge.py`` (``merge_partials`` and ``merge_partials_reference
   the shared prefix (read once per KV head for the whole batch) and its own left-padded cache, merged.
 * ``merge``: ``[R, S, D]`` partials with their log-sum-exps → ``[R, D]``, the rule that joins split-KV
   partials and the prefix/suffix parts (some parts empty, ``lse = -inf``).
+* ``splitkv``: the per-row cache part of a decode step alone (``Z = B * Hkv`` groups of ``G`` query heads)
+  over a cache of ``N`` slots of which ``L`` are live, early (``L`` = 16) and late (``L`` near ``N``) in a
+  generate call. Besides the ratios it reports the K/V bytes of the live keys and the bandwidth that gives
+  (bytes / time), eager and, on CUDA, as CUDA-graph replays (how the engine runs decode; GPU time per step
+  from CUDA events, without host launch cost), to compare with the GPU's HBM bandwidth (H200: 4.8 TB/s,
+  H100 SXM: 3.35 TB/s, A100 80GB: 2.0 TB/s). At ``L`` = 16 the K/V fit in L2 and launch latency dominates.
 
 The candidate is what the engine runs on the device; the reference is the next-simpler torch code:
 
@@ -16,19 +22,26 @@ The candidate is what the engine runs on the device; the reference is the next-s
   row gets its own copy of prefix + cache, GQA heads expanded, one masked softmax, as HF eager attention
   does; merge: a float64 softmax over the log-sum-exps).
 
+``splitkv`` compares ``split_kv_attention`` + ``merge_partials`` (CUDA) or the engine's eager torch path
+(CPU: the cache sliced to the live length) with ``attention_partial_reference`` over the whole cache, masked,
+as a captured graph must run it. (The Triton interpreter is left out: its times mean nothing and the
+profiler's memory measurement over it takes minutes.)
+
 ``--reference naive`` forces the naive reference on CUDA too. Outputs are compared before timing.
 
-    python benchmarks/bench_attention.py [--op decode|merge|all] [--device cpu|cuda] [--quick] [--out f.json]
+    python benchmarks/bench_attention.py [--op decode|merge|splitkv|all] [--device cpu|cuda] [--quick] [--out f.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Callable
 
 import torch
 from _harness import Table, common_parser, compare, resolve_device, write_json
 from zerosearch.kernels.attn_merge import merge_partials_reference
+from zerosearch.kernels.decode_attention import attention_partial_reference
 
 from zerosearch.ops.decode_attention import decode_attention
 
@@ -43,6 +56,12 @@ MERGE_SHAPES = {
     "cpu": [(64 * 4, 2, 32), (4096, 16, 128)],
     "cuda": [(256 * 16, 2, 128), (16384, 16, 128)],
     "quick": [(8, 3, 16)],
+}
+# splitkv: (batch, kv heads, query heads per kv head, head dim, cache slots N, live keys L)
+SPLITKV_SHAPES = {
+    "cpu": [(16, 2, 8, 128, 2048, 16), (16, 2, 8, 128, 2048, 2000)],
+    "cuda": [(b, 2, 8, 128, 2048, live) for b in (64, 256) for live in (16, 2000)],
+    "quick": [(2, 2, 3, 16, 96, 5), (2, 2, 3, 16, 96, 90)],
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
@@ -126,9 +145,70 @@ def bench_merge(shape: tuple, device: torch.device, naive: bool, repeats: int) -
                    check=_checker(TOLERANCE[torch.float32]), extra=extra)  # fmt: skip
 
 
+def cuda_graph_seconds(fn: Callable[[], object], iters: int = 50, samples: int = 5) -> float:
+    """GPU seconds per call of ``fn`` captured in a CUDA graph: median over ``samples`` of ``iters`` replays
+    timed by CUDA events, so host launch cost (which a captured decode step does not pay) is left out."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()  # warm-up off the capture (Triton compiles, the allocator grows)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    times = []
+    for _ in range(samples):
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        for _ in range(iters):
+            graph.replay()
+        t1.record()
+        t1.synchronize()
+        times.append(t0.elapsed_time(t1) / 1e3 / iters)
+    return statistics.median(times)
+
+
+def bench_splitkv(shape: tuple, dtype: torch.dtype, device: torch.device, repeats: int) -> dict:
+    b, hkv, g, d, n, live = shape
+    z = b * hkv
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(z, g, d, generator=gen).to(device, dtype)
+    k, v = (torch.randn(z, n, d, generator=gen).to(device, dtype) for _ in range(2))
+    start = torch.zeros(z, dtype=torch.int32, device=device)
+    end = torch.full((z,), live, dtype=torch.int32, device=device)
+    scale = d**-0.5
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        from zerosearch.kernels.attn_merge import merge_partials
+        from zerosearch.kernels.decode_attention import split_kv_attention
+
+        def cand():
+            o, lse = split_kv_attention(q, k, v, start, end, scale)
+            return merge_partials(o.reshape(z * g, -1, d), lse.reshape(z * g, -1))[0].view(z, g, d)
+
+        cand_name = "triton split-KV + merge"
+    else:
+        cand = lambda: attention_partial_reference(q, k[:, :live], v[:, :live], None, None, scale)[0]
+        cand_name = "torch, cache sliced to live"
+    ref = lambda: attention_partial_reference(q, k, v, start, end, scale)[0]
+    kv_bytes = 2 * z * live * d * q.element_size()
+    extra = dict(op="splitkv", shape=f"B{b} H{hkv * g}/{hkv} D{d} N{n} L{live}",
+                 dtype=str(dtype).removeprefix("torch."), candidate=cand_name, reference="torch masked whole cache",
+                 kv_mb=kv_bytes / 1e6)  # fmt: skip
+    row = compare(f"splitkv: {cand_name} vs torch masked whole cache", cand, ref, device=device, repeats=repeats,
+                  check=_checker(TOLERANCE[dtype]), extra=extra)  # fmt: skip
+    row["kv_gbps"] = kv_bytes / row["candidate_s"] / 1e9
+    if on_cuda:
+        row["graph_s"] = cuda_graph_seconds(cand)
+        row["graph_gbps"] = kv_bytes / row["graph_s"] / 1e9
+        row["ref_graph_s"] = cuda_graph_seconds(ref)
+    return row
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[common_parser()])
-    ap.add_argument("--op", choices=["decode", "merge", "all"], default="all")
+    ap.add_argument("--op", choices=["decode", "merge", "splitkv", "all"], default="all")
     ap.add_argument("--dtype", choices=list(DTYPES), help="decode inputs; default float32 on CPU, bfloat16 on CUDA")
     ap.add_argument("--reference", choices=["auto", "naive"], default="auto",
                     help="auto: torch references on CUDA, naive on CPU")  # fmt: skip
@@ -152,6 +232,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for shape in MERGE_SHAPES[key]:
             rows.append(bench_merge(shape, device, naive, repeats))
             table.row(rows[-1])
+    if args.op in ("splitkv", "all"):
+        kv_table = Table([("op", "op", "s"), ("shape", f"{'shape':>30}", "s"), ("dtype", "dtype", "s"),
+                          ("kv_mb", "K/V MB", ".2f"), ("kv_gbps", "GB/s eager", ".1f"), ("graph_s", "graph ms", "ms"),
+                          ("graph_gbps", "GB/s graph", ".1f"), ("ref_graph_s", "ref graph ms", "ms")])  # fmt: skip
+        print()
+        kv_table.header()
+        for shape in SPLITKV_SHAPES[key]:
+            rows.append(bench_splitkv(shape, dtype, device, repeats))
+            kv_table.row(rows[-1])
     write_json(args.out, "bench_attention", rows, device, op=args.op, reference=args.reference)
     return rows
 

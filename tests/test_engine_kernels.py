@@ -72,6 +72,108 @@ def test_merge_kernel_matches_reference_float64():
     torch.testing.assert_close(ml, fl)
 
 
+
+def _expected_split_ranges(lo: int, hi: int, splits: int, block_n: int) -> list[tuple[int, int]]:
+    """The documented partition: ``[lo, hi)`` in BLOCK_N-key blocks counted from ``lo``, split s taking blocks
+    ``[s * nb // S, (s + 1) * nb // S)``, the last block clipped at ``hi``."""
+    nb = -(-max(hi - lo, 0) // block_n)
+    return [(min(hi, lo + s * nb // splits * block_n), min(hi, lo + (s + 1) * nb // splits * block_n))
+            for s in range(splits)]  # fmt: skip
+
+
+# CUDA dots round p to the 16-bit input type before p @ V; the interpreter computes exact fp32 dots.
+_OUT_ATOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def _check_splits_and_merge(q, k, v, start, end, scale, splits):
+    """Every split's partial equals a float64 softmax over the range the partition gives it, and the merge
+    equals one softmax over the whole live range (rows without keys: lse = -inf, out = 0)."""
+    z, m, d = q.shape
+    n = k.shape[1]
+    out, lse = dmod.split_kv_attention(q, k, v, start, end, scale, num_splits=splits)
+    assert out.shape == (z, m, splits, d) and lse.shape == (z, m, splits)
+    block_n = dmod._config(q.dtype, m, d, dmod.interpreting())["BLOCK_N"]
+    atol = 2e-5 if dmod.interpreting() else _OUT_ATOL[q.dtype]
+    merged, mlse = attn_merge.merge_partials(out.reshape(z * m, splits, d), lse.reshape(z * m, splits))
+    merged, mlse = merged.view(z, m, d), mlse.view(z, m)
+    q, k, v, start, end, out, lse, merged, mlse = (t.cpu() for t in (q, k, v, start, end, out, lse, merged, mlse))
+    pos = torch.arange(n)
+    for i in range(z):
+        lo, hi = int(start[i]), int(end[i])
+        ranges = _expected_split_ranges(lo, hi, splits, block_n)
+        if hi - lo >= splits * block_n:
+            assert torch.isfinite(lse[i]).all()  # a long row keeps every split busy
+        for sp, (a, b) in enumerate(ranges):
+            if b > a:
+                ro, rl = _full_softmax(q[i], k[i], v[i], (pos >= a) & (pos < b), scale)
+                torch.testing.assert_close(out[i, :, sp].double(), ro, atol=atol, rtol=1e-5)
+                torch.testing.assert_close(lse[i, :, sp].double(), rl, atol=2e-5, rtol=1e-5)
+            else:
+                assert torch.isneginf(lse[i, :, sp]).all() and (out[i, :, sp] == 0).all()
+    for i in range(z):
+        valid = (pos >= start[i]) & (pos < end[i])
+        if valid.any():
+            ro, rl = _full_softmax(q[i], k[i], v[i], valid, scale)
+            torch.testing.assert_close(merged[i].double(), ro, atol=atol, rtol=1e-5)
+            torch.testing.assert_close(mlse[i].double(), rl, atol=2e-5, rtol=1e-5)
+        else:
+            assert torch.isneginf(mlse[i]).all() and (merged[i] == 0).all()
+
+
+def _ragged(dtype, z_m_n_d, start, end, seed):
+    g = torch.Generator().manual_seed(seed)
+    z, m, n, d = z_m_n_d
+    q, k, v = (torch.randn(z, x, d, generator=g).to(dtype) for x in (m, n, n))
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    start, end = torch.tensor(start, dtype=torch.int32), torch.tensor(end, dtype=torch.int32)
+    return q.to(dev), k.to(dev), v.to(dev), start.to(dev), end.to(dev)
+
+
+@needs_triton
+@pytest.mark.parametrize("splits", [1, 4, 7])
+def test_split_kv_splits_partition_ragged_live_ranges(splits):
+    # one key; none (start == end and start > end); a long row; a long row starting late; a mid-length one
+    start, end = [5, 9, 12, 0, 40, 3], [6, 9, 4, 300, 299, 100]
+    q, k, v, st, en = _ragged(torch.float32, (6, 5, 300, 16), start, end, seed=4)
+    _check_splits_and_merge(q, k, v, st, en, 0.3, splits)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_split_kv_16bit_inputs_match_float64(dtype):
+    # the reference sees the same 16-bit-rounded values, so only the kernel's arithmetic is compared
+    q, k, v, st, en = _ragged(dtype, (4, 7, 200, 16), [0, 17, 30, 2], [200, 18, 30, 130], seed=5)
+    _check_splits_and_merge(q, k, v, st, en, 0.25, 4)
+
+
+@needs_triton
+def test_split_kv_prefix_shape_many_query_blocks():
+    # the shared prefix: Z = Hkv groups, M = B * G queries spread over several query tiles (last one partial)
+    hkv, b, grp, p = 2, 9, 8, 150
+    q, k, v, st, en = _ragged(torch.float32, (hkv, b * grp, p, 16), [0, 0], [p, p], seed=6)
+    _check_splits_and_merge(q, k, v, st, en, 0.2, 3)
+
+
+@pytest.mark.skipif(not (dmod.HAVE_TRITON and torch.cuda.is_available()), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_split_kv_cuda_graph_replays_with_new_live_ranges(dtype):
+    # a captured launch reads the live ranges on the device: replays follow start/end as the cache fills
+    q, k, v, st, en = _ragged(dtype, (6, 8, 512, 128), [0] * 6, [1] * 6, seed=7)
+    splits = 5
+    dmod.split_kv_attention(q, k, v, st, en, 0.1, num_splits=splits)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = dmod.split_kv_attention(q, k, v, st, en, 0.1, num_splits=splits)
+    for lo, hi in [([0, 3, 0, 7, 1, 0], [1, 3, 16, 500, 512, 2]), ([2, 0, 100, 0, 0, 0], [511, 0, 400, 64, 1, 512])]:
+        st.copy_(torch.tensor(lo, dtype=torch.int32))
+        en.copy_(torch.tensor(hi, dtype=torch.int32))
+        graph.replay()
+        torch.cuda.synchronize()
+        want_o, want_l = dmod.split_kv_attention(q, k, v, st, en, 0.1, num_splits=splits)
+        torch.testing.assert_close(out, want_o, atol=0, rtol=0)
+        torch.testing.assert_close(lse, want_l, atol=0, rtol=0)
+        _check_splits_and_merge(q, k, v, st, en, 0.1, splits)
+
 def _decode_case(seed=2, b=3, hkv=2, grp=3, s=40, p=19, d=16):
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(b, hkv * grp, d, generator=g)
