@@ -134,7 +134,6 @@ class AllowedSpill:
 
 
 _FWD_16BIT = {"BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_H": 64, "DOT_FP32": False, "num_warps": 8, "num_stages": 3}
-_SPLIT_KV_FP32 = {"BLOCK_N": 32, "BLOCK_D": 128, "DOT_FP32": True, "num_warps": 4, "num_stages": 2}
 _SAMPLE = {"GREEDY": False, "WRITE_PROBS": False, "ROWS": 1, "BLOCK_V": 4096, "num_warps": 8, "num_stages": 3}
 
 SPILL_ALLOWLIST: list[AllowedSpill] = [
@@ -147,16 +146,6 @@ SPILL_ALLOWLIST: list[AllowedSpill] = [
             fixed_by="Loss v2",
         )  # fmt: skip
         for dt in ("bf16", "fp16")
-    ],
-    *[
-        AllowedSpill(
-            kernel="_split_kv_kernel", dtype="fp32", arch=arch, config={**_SPLIT_KV_FP32, "BLOCK_M": bm},
-            reason="fp32 inputs take exact (ieee) FMA dots, whose q, k, v tiles and accumulator do not fit "
-            "the registers (decode: 344 B on sm_90; prefix: 1.4-7.4 KB); fp32 caches are a debugging "
-            "setting, the engine decodes in bf16",
-            fixed_by="Engine kernels",
-        )  # fmt: skip
-        for arch, bm in ((80, 64), (90, 16), (90, 64))
     ],
     *[
         AllowedSpill(
@@ -520,22 +509,16 @@ SAMPLING_MODES = {
 def _kernel_module(name: str):
     import importlib
 
-    try:
-        return importlib.import_module(f"zerosearch.kernels.{name}")
-    except ImportError:
-        return importlib.import_module(f"kernels.{name}")
+    return importlib.import_module(f"zerosearch.kernels.{name}")
 
 
 def _chunk_rows(vocab: int) -> int:
-    """Rows of one backward chunk on a GPU, as ``zerosearch.pg_loss`` picks them."""
+    """Rows of one backward chunk on a GPU, as ``zerosearch.ops.token_logprobs`` picks them."""
     import torch
 
-    try:
-        from zerosearch.pg_loss import _chunk_rows as rows
+    from zerosearch.ops.token_logprobs import _chunk_rows as rows
 
-        return rows(vocab, torch.device("cuda"))
-    except ImportError:
-        return max(16, (256 << 20) // (4 * vocab))
+    return rows(vocab, torch.device("cuda"))
 
 
 def record_workloads(arch: Arch, models: dict[str, Model] = MODELS, dtypes: tuple[str, ...] = DTYPES) -> LaunchRecorder:
