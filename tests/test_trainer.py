@@ -161,6 +161,34 @@ def test_killed_run_resumes_with_identical_metrics(toy, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_resume_falls_back_past_a_truncated_newest_checkpoint(toy, tmp_path):
+    """A newest `state.pt` cut short (a bad copy, a full disk) must not stop `--resume`: it continues from the
+    checkpoint before it and ends with exactly the uninterrupted run's metrics."""
+    assets, world, tok, bm25 = toy
+    train = world.train[:16]
+
+    def trainer(out):
+        policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
+        return _trainer(_cfg(out, **{"trainer.steps": 4, "trainer.checkpoint_every": 1,
+                                     "trainer.keep_checkpoints": 3}), policy, tok, bm25, train)
+
+    full = trainer(tmp_path / "full")
+    full.fit(progress=False)
+    t = trainer(tmp_path / "cut")
+    t.tc.steps = 3  # stop after the checkpoint of step 3, as a killed run would
+    t.fit(progress=False)
+    newest = tmp_path / "cut" / "checkpoints" / "step-00000003" / "state.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    resumed = trainer(tmp_path / "cut")
+    assert resumed.resume() and resumed.step == 2  # the truncated step-3 checkpoint was skipped
+    resumed.fit(progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS and k != "lr"} for r in rows]
+    assert strip(read_metrics(tmp_path / "full" / "metrics.jsonl")) == \
+        strip(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
+    for a, b in zip(full.policy.state_dict().values(), resumed.policy.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_simulator_backend_step(toy, tmp_path):
     """One GRPO step against the (untrained) simulator LLM: the whole simulated-search path runs."""
     assets, world, tok, _ = toy

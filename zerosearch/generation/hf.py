@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Sequence
 
 import torch
+from transformers import GenerationConfig
 
 from zerosearch.generation.base import DEFAULT_SAMPLING, GenerationOutput, Generator, SamplingParams
 
@@ -50,12 +51,13 @@ class HFGenerator(Generator):
             p = list(prompts[r // n])
             ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
             attn[r, width - len(p):] = 1
-        kwargs: dict = dict(max_new_tokens=max(budgets), do_sample=not sampling.greedy, pad_token_id=self.pad_id,
-                            output_logits=True, return_dict_in_generate=True)
-        if stop_ids:
-            kwargs["eos_token_id"] = [int(s) for s in stop_ids]
-        if not sampling.greedy:  # top_k=0 turns off the library's default top-k of 50
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        # A fresh generation config: the checkpoint's own (its eos, top-k 50, ...) must not add stop ids or
+        # sampling rules that the caller did not ask for.
+        config = GenerationConfig(max_new_tokens=max(budgets), do_sample=not sampling.greedy, pad_token_id=self.pad_id,
+                                  eos_token_id=[int(s) for s in stop_ids] or None, output_logits=True,
+                                  return_dict_in_generate=True)
+        if not sampling.greedy:
+            config.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         was_training = self.model.training
         self.model.eval()
         devices = [device] if device.type == "cuda" else []
@@ -64,7 +66,7 @@ class HFGenerator(Generator):
             with rng:
                 if seed is not None:
                     torch.manual_seed(seed)
-                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), generation_config=config)
         finally:
             self.model.train(was_training)
         new = out.sequences[:, width:].cpu()

@@ -2,7 +2,7 @@
 
 Why word level: the tiny models learn in minutes only if every word is one token and the vocabulary
 is a few hundred words. Text is lowercased and split on whitespace and punctuation; the protocol
-tags of `zerosearch.prompts` are added tokens (not "special"), so each is exactly one id and
+tags of `zerosearch.rollout.protocol` are added tokens (not "special"), so each is exactly one id and
 `skip_special_tokens=True` keeps them while dropping `<pad>`/`<eos>`. Decoding joins tokens with
 single spaces, so `decode(encode(t)) == normalize_text(t)` for in-vocabulary text.
 """

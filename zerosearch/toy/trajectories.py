@@ -2,7 +2,7 @@
 
 A trajectory is a list of `(text, trainable)` segments: the prompt and the engine's observations are
 context only, the model's own turns (think/search/answer) are trained on — the same split the RL
-loss mask makes. All tags and templates come from `zerosearch.prompts`, so the warm-start format is
+loss mask makes. All tags and templates come from `zerosearch.rollout.protocol`, so the warm-start format is
 exactly the one the rollout engine parses. Wording varies by an optional `random.Random`, so a
 seeded builder is deterministic.
 """

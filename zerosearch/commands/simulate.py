@@ -1,0 +1,53 @@
+"""`zerosearch simulate`: the simulator's documents for one query, or the simulator served over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zerosearch.config import RunConfig
+
+NAME = "simulate"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("simulate", help="print the simulator's documents for one query, or serve the simulator",
+                       description="Print the simulator's documents for one query (--query), or, with --serve, "
+                       "serve model.simulator_path as an OpenAI-compatible /v1/completions server that "
+                       "`search.backend=openai` runs can use (see SECURITY.md). The server generates with the "
+                       "configured generation.backend (engine by default).")
+    p.add_argument("--query", help="the search query (required unless --serve)")
+    p.add_argument("--question", default="")
+    p.add_argument("--answer", action="append", default=[], help="gold answer (repeatable)")
+    p.add_argument("--noisy", action="store_true", help="ask for noisy documents instead of useful ones")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the simulator over HTTP (POST /v1/completions, GET /v1/models, GET /health)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="--serve: address to bind (default 127.0.0.1; anything else is reachable from other hosts)")
+    p.add_argument("--port", type=int, default=8000, help="--serve: port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-concurrency", type=int, default=4,
+                   help="--serve: completion requests handled at once; more get HTTP 503 (default 4)")
+    return p
+
+
+def run(cfg: RunConfig, args, progress: bool) -> int:
+    from zerosearch.build import build_generator, build_search, load_simulator, simulator_name
+    from zerosearch.search import NoiseCurriculum, SearchRequest
+
+    if args.serve:
+        from zerosearch.search.server import serve
+
+        tok, model = load_simulator(cfg)
+        serve(build_generator(cfg, model, tok), model_name=simulator_name(cfg), host=args.host, port=args.port,
+              max_concurrency=args.max_concurrency)
+        return 0
+    if not args.query:
+        raise ValueError("--query is required (or use --serve)")
+    always_noisy = NoiseCurriculum(1, p_start=1.0, p_end=1.0) if args.noisy else None
+    search = build_search(cfg, curriculum=always_noisy)
+    [res] = search.search([SearchRequest(0, args.query, args.question, args.answer)])
+    for i, doc in enumerate(res.documents):
+        print(f"Doc {i + 1}: {doc}")
+    if res.fallback:
+        print(f"(fallback: {res.error})", file=sys.stderr)
+    return 0

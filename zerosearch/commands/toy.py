@@ -1,0 +1,23 @@
+"""`zerosearch toy`: the whole pipeline on the built-in toy world."""
+
+from __future__ import annotations
+
+import argparse
+
+from zerosearch.config import RunConfig
+
+NAME = "toy"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("toy", help="build the toy world, SFT the simulator, warm-start, RL, evaluate")
+    p.add_argument("--resume", action="store_true", help="continue the RL phase from its last checkpoint")
+    p.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
+    return p
+
+
+def run(cfg: RunConfig, args, progress: bool) -> int:
+    from zerosearch.toy.pipeline import run_toy
+
+    run_toy(cfg, resume=args.resume, fast=args.fast, progress=progress)
+    return 0
