@@ -66,7 +66,8 @@ class HFGenerator(Generator):
             with rng:
                 if seed is not None:
                     torch.manual_seed(seed)
-                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), generation_config=config)
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                          generation_config=config)
         finally:
             self.model.train(was_training)
         new = out.sequences[:, width:].cpu()
