@@ -23,7 +23,7 @@ GENERATORS = {"hf": HFGenerator, "engine": EngineGenerator}
 @pytest.fixture(scope="module")
 def model() -> Qwen2ForCausalLM:
     cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=80, max_position_embeddings=128, 
+                      num_key_value_heads=2, intermediate_size=80, max_position_embeddings=128,
                       pad_token_id=0, eos_token_id=1,
                       bos_token_id=1, initializer_range=0.2)  # fmt: skip
     with torch.random.fork_rng(devices=[]):
