@@ -11,7 +11,7 @@ from pathlib import Path
 
 from zerosearch.config import GENERATION_BACKENDS, SEARCH_BACKENDS, RunConfig
 from zerosearch.generation import EngineGenerator, Generator, HFGenerator
-from zerosearch.hf.loading import ensure_tag_tokens, existing_path, load_causal_lm, load_tokenizer
+from zerosearch.hf.loading import ensure_tag_tokens, existing_path, load_causal_lm, load_tokenizer, resolve_dtypes
 from zerosearch.rollout.runner import RolloutRunner
 from zerosearch.search import (
     BM25Search,
@@ -24,12 +24,20 @@ from zerosearch.search import (
 )
 
 
-def load_policy(cfg: RunConfig, device: str | None = None):
-    """Tokenizer and policy from their paths, with the protocol tags guaranteed to be single tokens."""
+def load_policy(cfg: RunConfig, device: str | None = None, *, trainable: bool = True):
+    """Tokenizer and policy from their paths, with the protocol tags guaranteed to be single tokens.
+
+    A policy to be trained keeps `model.dtype`'s weight dtype and computes in its compute dtype (mixed
+    precision on CUDA by default); one for inference only is stored in the compute dtype.
+    """
+    from zerosearch.rl.forward import set_compute_dtype
+
+    device = device or cfg.device
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.policy_path)
-    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, device or cfg.device,
-                            attn_implementation=cfg.model.attn_implementation)
+    policy = load_causal_lm(cfg.model.policy_path, cfg.model.dtype, device,
+                            attn_implementation=cfg.model.attn_implementation, trainable=trainable)
     ensure_tag_tokens(tok, policy)
+    set_compute_dtype(policy, resolve_dtypes(cfg.model.dtype, device)[1])
     return tok, policy
 
 
@@ -39,7 +47,7 @@ def load_simulator(cfg: RunConfig):
         raise ValueError("model.simulator_path is not set in the config")
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.simulator_path)
     model = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device,
-                           attn_implementation=cfg.model.attn_implementation).eval()
+                           attn_implementation=cfg.model.attn_implementation, trainable=False).eval()
     return tok, model
 
 
@@ -48,9 +56,11 @@ def build_generator(cfg: RunConfig, model, tokenizer) -> Generator:
     g = cfg.generation
     if g.backend not in GENERATION_BACKENDS:
         raise ValueError(f"generation.backend must be one of {list(GENERATION_BACKENDS)}, not {g.backend!r}")
+    compute = resolve_dtypes(cfg.model.dtype, next(model.parameters()).device)[1]
     if g.backend == "hf":
-        return HFGenerator(model, tokenizer)
-    return EngineGenerator(model, tokenizer, shared_prefix=g.shared_prefix, cuda_graph=g.cuda_graph)
+        return HFGenerator(model, tokenizer, compute_dtype=compute)
+    return EngineGenerator(model, tokenizer, shared_prefix=g.shared_prefix, cuda_graph=g.cuda_graph,
+                           compute_dtype=compute)
 
 
 def build_curriculum(cfg: RunConfig) -> NoiseCurriculum:

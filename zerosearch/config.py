@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 # Choices of every enumerated key. Every module that checks one of these imports it from here.
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "xformers")
 PACKING_MODES = ("auto", "on", "off")
 GENERATION_BACKENDS = ("engine", "hf")
@@ -32,7 +32,9 @@ class ModelConfig:
     policy_path: str = ""  # HF checkpoint dir; empty in the toy world (filled by the toy pipeline)
     simulator_path: str = ""
     tokenizer_path: str = ""
-    dtype: str = "float32"  # one of DTYPES
+    # auto: on CUDA fp32 master weights for what is trained and bf16 compute everywhere (frozen models are stored in
+    # bf16); float32 on CPU. An explicit dtype is both the storage and the compute dtype.
+    dtype: str = "auto"
     gradient_checkpointing: bool = False
     attn_implementation: str = "auto"  # one of ATTN_IMPLEMENTATIONS
     # padding-free training forward: auto (= on under flash_attention_2 / xformers) | on | off

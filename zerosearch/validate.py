@@ -111,6 +111,17 @@ def _ranges(cfg: RunConfig, r: Report) -> None:
         r.errors.append("trainer.algo=grpo needs rollout.n_samples >= 2 (a group of one has zero advantage)")
 
 
+def _precision(cfg: RunConfig, r: Report) -> None:
+    """Which dtypes the run will use, so a GPU run's precision is visible before any model loads."""
+    from zerosearch.hf.loading import resolve_dtypes
+
+    if cfg.model.dtype not in DTYPES or any(e.startswith("device=") for e in r.errors):
+        return
+    weights, compute = (str(d).removeprefix("torch.") for d in resolve_dtypes(cfg.model.dtype, cfg.device))
+    r.notes.append(f"precision on {cfg.device} (model.dtype={cfg.model.dtype}): trained weights {weights}, compute "
+                   f"{compute}; the frozen reference and a local simulator are stored in {compute}")
+
+
 def _curriculum(cfg: RunConfig, r: Report) -> None:
     c, m = cfg.curriculum, cfg.trainer.steps
     _range(r, "curriculum.p_start", c.p_start, 0, 1)
@@ -168,6 +179,7 @@ def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "trai
     report = Report()
     _names(cfg, report)
     _ranges(cfg, report)
+    _precision(cfg, report)
     _curriculum(cfg, report)
     _batches(cfg, report, world_size)
     _paths(cfg, report, command)

@@ -39,7 +39,7 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
     with distributed.process_group(cfg.device) as info:
         cfg.device = info.device
         test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
-        tok, policy = load_policy(cfg)
+        tok, policy = load_policy(cfg, trainable=False)
         search = build_search(cfg, curriculum=None)
         runner = build_runner(cfg, build_generator(cfg, policy, tok), tok, search, greedy=True)
         out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from zerosearch.engine.engine import GenerationEngine
 from zerosearch.engine.models.transformer import LeanCausalLM
 from zerosearch.generation.base import DEFAULT_SAMPLING, GenerationOutput, Generator, SamplingParams
@@ -18,9 +20,11 @@ class EngineGenerator(Generator):
     """Shared-prefix prefill, static KV cache, on-device sampling and (on CUDA) a captured decode graph."""
 
     def __init__(self, model, tokenizer=None, *, pad_id: int | None = None, shared_prefix: bool = True,
-                 cuda_graph: bool = True, **engine_kwargs) -> None:  # fmt: skip
+                 cuda_graph: bool = True, compute_dtype: torch.dtype | None = None, **engine_kwargs) -> None:
+        """``compute_dtype`` (e.g. bf16 over fp32 master weights) runs the engine on a copy of the weights in that
+        dtype, refreshed only after they change."""
         super().__init__(tokenizer, pad_id=pad_id)
-        lean = model if isinstance(model, LeanCausalLM) else LeanCausalLM.from_hf(model)
+        lean = model if isinstance(model, LeanCausalLM) else LeanCausalLM.from_hf(model, dtype=compute_dtype)
         self.model = model
         self.shared_prefix = shared_prefix
         self.engine = GenerationEngine(lean, pad_id=self.pad_id, cuda_graph=cuda_graph, **engine_kwargs)

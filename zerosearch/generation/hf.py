@@ -21,9 +21,12 @@ class HFGenerator(Generator):
 
     max_batch = 32
 
-    def __init__(self, model, tokenizer=None, *, pad_id: int | None = None) -> None:
+    def __init__(self, model, tokenizer=None, *, pad_id: int | None = None,
+                 compute_dtype: torch.dtype | None = None) -> None:
+        """``compute_dtype`` other than the weights' dtype runs ``generate`` under autocast to it."""
         super().__init__(tokenizer, pad_id=pad_id)
         self.model = model
+        self.compute_dtype = compute_dtype
 
     @torch.no_grad()
     def generate(
@@ -62,8 +65,11 @@ class HFGenerator(Generator):
         self.model.eval()
         devices = [device] if device.type == "cuda" else []
         rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
+        weight_dtype = next(self.model.parameters()).dtype
+        mixed = self.compute_dtype is not None and self.compute_dtype != weight_dtype
+        autocast = torch.autocast(device.type, dtype=self.compute_dtype) if mixed else contextlib.nullcontext()
         try:
-            with rng:
+            with rng, autocast:
                 if seed is not None:
                     torch.manual_seed(seed)
                 out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),

@@ -17,7 +17,21 @@ from zerosearch.hf.xformers_attention import NAME as XFORMERS
 from zerosearch.hf.xformers_attention import register_xformers_attention, xformers_installed
 from zerosearch.rollout.protocol import TAGS
 
-TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES if name != "auto"}
+
+
+def resolve_dtypes(dtype: str, device: str | torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(weight dtype of a trained model, compute dtype) for `model.dtype` on `device`.
+
+    ``auto`` is mixed precision on CUDA, as FSDP2 does it: fp32 master weights (at the paper's lr of 1e-6 a bf16
+    weight would not move: the update is below bf16's resolution) and bf16 matmuls (tensor cores, half the
+    activation memory, no exact-fp32 kernel variants); plain fp32 on CPU, which has no fast 16-bit GEMM.
+    """
+    if dtype == "auto":
+        return (torch.float32, torch.bfloat16) if torch.device(device).type == "cuda" else (torch.float32,) * 2
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"model.dtype must be one of {list(DTYPES)}, not {dtype!r}")
+    return TORCH_DTYPES[dtype], TORCH_DTYPES[dtype]
 
 
 def existing_path(path: str, what: str) -> Path:
@@ -53,7 +67,7 @@ def resolve_attn_implementation(requested: str, dtype: str, device: str | torch.
         raise ValueError(f"model.attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, not {requested!r}")
     if requested == "auto":
         on_cuda = torch.device(device).type == "cuda"
-        half_on_cuda = on_cuda and dtype in ("bfloat16", "float16")
+        half_on_cuda = on_cuda and resolve_dtypes(dtype, device)[1] in (torch.bfloat16, torch.float16)
         if half_on_cuda and _flash_attn_installed():
             return "flash_attention_2"
         return "xformers" if half_on_cuda and xformers_installed() else "sdpa"
@@ -67,14 +81,16 @@ def resolve_attn_implementation(requested: str, dtype: str, device: str | torch.
     return requested
 
 
-def load_causal_lm(path: str, dtype: str = "float32", device: str = "cpu", attn_implementation: str = "auto"):
-    if dtype not in TORCH_DTYPES:
-        raise ValueError(f"model.dtype must be one of {list(DTYPES)}, not {dtype!r}")
+def load_causal_lm(path: str, dtype: str = "auto", device: str = "cpu", attn_implementation: str = "auto", *,
+                   trainable: bool = True):
+    """A causal LM stored in the weight dtype of `dtype` if it will be trained, else in its compute dtype."""
+    weight_dtype, compute_dtype = resolve_dtypes(dtype, device)
     attn = resolve_attn_implementation(attn_implementation, dtype, device)
     if attn == XFORMERS:
         register_xformers_attention()
     model = AutoModelForCausalLM.from_pretrained(
-        str(existing_path(path, "model path")), dtype=TORCH_DTYPES[dtype], attn_implementation=attn
+        str(existing_path(path, "model path")), dtype=weight_dtype if trainable else compute_dtype,
+        attn_implementation=attn,
     )
     return model.to(device)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zerosearch.rl.forward import decoder_hidden
+from zerosearch.rl.forward import autocast_for, decoder_hidden
 
 
 class ValueModel(nn.Module):
@@ -20,5 +20,6 @@ class ValueModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        hidden = decoder_hidden(self.body, ids, attn, packed=self.packed)
+        with autocast_for(self, ids.device):
+            hidden = decoder_hidden(self.body, ids, attn, packed=self.packed)
         return self.head(hidden[:, :-1].float()).squeeze(-1)  # value of the state before token t+1

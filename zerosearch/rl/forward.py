@@ -17,6 +17,7 @@ padded layout. With sdpa/eager the block-diagonal mask is ``[T, T]``, which is w
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ from zerosearch.ops import token_logprobs
 from zerosearch.runtime import distributed
 
 _PACKED_ATTR = "_zerosearch_packed"  # set on a model by `set_packing`
+COMPUTE_ATTR = "_zerosearch_compute_dtype"  # set on a model by `set_compute_dtype`
 HIDDEN_METHOD = "zs_hidden_and_head"  # registered as an FSDP forward method by `shard_causal_lm`
 VARLEN_ATTENTION = ("flash_attention_2", "xformers")  # attention implementations that pack without a [T, T] mask
 
@@ -93,6 +95,23 @@ def packing_enabled(model: nn.Module) -> bool:
     return bool(getattr(model, _PACKED_ATTR, False))
 
 
+# ------------------------------------------------------------------------------------------------ precision
+
+
+def set_compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> None:
+    """Compute the training forward of `model` in `dtype` (mixed precision over its own weight dtype), or in the
+    weights' dtype with None. Under FSDP2's mixed-precision policy the gathered weights are already in it."""
+    setattr(model, COMPUTE_ATTR, dtype)
+
+
+def autocast_for(model: nn.Module, device: torch.device):
+    """Autocast to the model's compute dtype when it differs from its weights' dtype; a no-op otherwise."""
+    dtype = getattr(model, COMPUTE_ATTR, None)
+    if dtype is None or dtype == next(model.parameters()).dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 # ------------------------------------------------------------------------------------------------ forward
 
 
@@ -104,8 +123,13 @@ def decoder_hidden(body: nn.Module, ids: torch.Tensor, attn: torch.Tensor, *, pa
 
 
 def _hidden_and_head(self: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    hidden = decoder_hidden(decoder_of(self), ids, attn, packed=packing_enabled(self))
-    return hidden, lm_head_weight(self)
+    with autocast_for(self, ids.device):
+        hidden = decoder_hidden(decoder_of(self), ids, attn, packed=packing_enabled(self))
+    head = lm_head_weight(self)
+    dtype = getattr(self, COMPUTE_ATTR, None)
+    if dtype is not None:  # the fused LM-head op takes one dtype; gradients flow back through the casts
+        hidden, head = hidden.to(dtype), head.to(dtype)
+    return hidden, head
 
 
 def hidden_and_head(model: nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,11 +55,14 @@ class Trainer:
         self.train = train
         self.curriculum = curriculum
         packed = forward.set_packing(self.policy, cfg.model.packed_sequences)  # the reference copy inherits it
-        self.ref = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
+        compute = getattr(self.policy, forward.COMPUTE_ATTR, None)
+        # The frozen reference needs no master weights: it is stored in the compute dtype.
+        self.ref = copy.deepcopy(policy).to(self.device, dtype=compute).eval().requires_grad_(False)
         self.critic = None
         if self.tc.algo == "ppo":
             body = copy.deepcopy(forward.decoder_of(policy))
             self.critic = ValueModel(body, policy.config.hidden_size, packed=packed).to(self.device)
+            forward.set_compute_dtype(self.critic, compute)
         # Under torchrun: FSDP2-shard policy, reference and critic in place (the runner's generator holds the
         # same policy object); optimisers are built below on the sharded parameters. No-op otherwise.
         self.world = distributed.world_size()

@@ -18,10 +18,10 @@ Layout of one step (see ``Trainer``):
 
 Memory per GPU (P parameters, N ranks; on CUDA fp32 master weights with bf16 compute, see
 :func:`shard_model`): ``16·P/N`` bytes for the trained policy (fp32 param 4 + fp32 grad 4 + AdamW m, v 8),
-``4·P/N`` for the frozen reference (PPO: another ``16·P/N`` for the critic), plus, during rollouts only,
+``2·P/N`` for the frozen reference, stored in bf16 (PPO: another ``16·P/N`` for the critic), plus, during rollouts only,
 ``2·P`` for the gathered bf16 copy and the KV cache of this rank's rollouts; during the update, one gathered
 bf16 layer at a time plus activations (layer inputs only with ``model.gradient_checkpointing``).
-Example: Qwen2.5-3B (P = 3.1e9) on 8 GPUs: 6.2 + 1.5 GB sharded, + 6.2 GB gathered for rollouts.
+Example: Qwen2.5-3B (P = 3.1e9) on 8 GPUs: 6.2 + 0.8 GB sharded, + 6.2 GB gathered for rollouts.
 The configs under ``configs/`` spell the arithmetic out per model.
 
 FSDP2 runs on CPU with the gloo backend in torch ≥ 2.6 (checked on 2.13): the same code path is tested on

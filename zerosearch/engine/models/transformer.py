@@ -36,9 +36,25 @@ class LeanCausalLM:
         self.hf_model = hf_model
 
     @classmethod
-    def from_hf(cls, model) -> LeanCausalLM:
-        """Wrap a loaded `LlamaForCausalLM` / `Qwen2ForCausalLM`; weights are re-referenced on each call."""
-        return cls(LMConfig.from_hf(model.config), lambda: LMWeights.from_hf(model), hf_model=model)
+    def from_hf(cls, model, *, dtype: torch.dtype | None = None) -> LeanCausalLM:
+        """Wrap a loaded `LlamaForCausalLM` / `Qwen2ForCausalLM`; weights are re-referenced on each call.
+
+        With `dtype` (mixed precision: fp32 master weights, bf16 compute) the forward runs on a copy in that
+        dtype, made again only when a weight has changed since the last call (an optimizer step).
+        """
+        cache: dict = {}
+
+        def weights() -> LMWeights:
+            w = LMWeights.from_hf(model)
+            if dtype is None or w.embed.dtype == dtype:
+                return w
+            version = w.version()
+            if cache.get("version") != version:
+                cache.clear()  # drop the old copy before making the new one
+                cache["weights"], cache["version"] = w.to(dtype), version
+            return cache["weights"]
+
+        return cls(LMConfig.from_hf(model.config), weights, hf_model=model)
 
     @classmethod
     def from_safetensors(

@@ -7,6 +7,7 @@ so a `model.to(...)` or a re-assigned parameter is picked up too.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,32 @@ class LMWeights:
     lm_head: torch.Tensor  # [V, H]; the embedding itself when embeddings are tied
     inv_freq: torch.Tensor  # [head_dim / 2] RoPE frequencies (rope_theta and any rope scaling applied)
     rope_scale: float = 1.0  # HF "attention_scaling" multiplying cos/sin (1 for default RoPE)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every weight tensor (RoPE frequencies excluded), in a fixed order."""
+        out = [self.embed, self.final_norm, self.lm_head]
+        for lw in self.layers:
+            out += [t for t in _fields(lw) if t is not None]
+        return out
+
+    def version(self) -> tuple:
+        """Changes whenever a weight is replaced or updated in place (an optimizer step bumps `_version`)."""
+        return tuple((t.data_ptr(), t._version) for t in self.tensors())
+
+    def to(self, dtype: torch.dtype) -> LMWeights:
+        """A copy in `dtype` (RoPE frequencies stay float32); tied embeddings stay one tensor."""
+        done: dict[int, torch.Tensor] = {}
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            if id(t) not in done:
+                done[id(t)] = t.detach().to(dtype)
+            return done[id(t)]
+
+        layers = [LayerWeights(*(cast(t) for t in _fields(lw))) for lw in self.layers]
+        return LMWeights(cast(self.embed), layers, cast(self.final_norm), cast(self.lm_head), self.inv_freq,
+                         self.rope_scale)
 
     @classmethod
     def from_hf(cls, model) -> LMWeights:
@@ -107,6 +134,11 @@ class LMWeights:
         inv_freq, scale = _hf_rope(config)
         return cls(embed=embed, layers=layers, final_norm=get("norm.weight"), lm_head=head,
                    inv_freq=inv_freq.to(embed.device), rope_scale=scale)  # fmt: skip
+
+
+def _fields(layer: LayerWeights) -> list[torch.Tensor | None]:
+    """The layer's tensors in declaration order (not `dataclasses.astuple`, which would deep-copy them)."""
+    return [getattr(layer, f.name) for f in dataclasses.fields(layer)]
 
 
 def _hf_rope(config) -> tuple[torch.Tensor, float]:
