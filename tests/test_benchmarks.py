@@ -22,7 +22,8 @@ CASES = {
     "pg_loss": ("bench_pg_loss", ["--quick"]),
     "token_logprobs": ("bench_pg_loss", ["--quick", "--op", "token_logprobs"]),
     "info_span_mask": ("bench_info_span_mask", ["--quick", "--repeats", "2"]),
-    "attention": ("bench_attention", ["--quick", "--repeats", "2"]),
+    "decode_attention": ("bench_decode_attention", ["--quick", "--repeats", "2"]),
+    "stop_match": ("bench_stop_match", ["--quick", "--repeats", "2"]),
     "sampling": ("bench_sampling", ["--quick", "--repeats", "2"]),
     "generate": ("bench_generate", ["--quick", "--repeats", "1"]),
 }
@@ -47,10 +48,10 @@ def _restore_threads():
 @pytest.mark.parametrize("case", list(CASES))
 def test_benchmark_writes_ratios(case: str, tmp_path: Path) -> None:
     module, flags = CASES[case]
-    if module == "bench_info_span_mask":
+    if module in ("bench_info_span_mask", "bench_stop_match"):
         from zerosearch.ops.library import has_compiled_op
 
-        if not has_compiled_op("info_span_mask"):
+        if not has_compiled_op(module.removeprefix("bench_")):
             pytest.skip("zerosearch._C is not built")
     out = tmp_path / f"{case}.json"
     rows = _bench(module).main(["--device", "cpu", "--out", str(out), *flags])

@@ -1,4 +1,4 @@
-"""Decode attention (split-KV, GQA, shared prefix) and the log-sum-exp merge against float64 references.
+"""Decode attention (split-KV, GQA, shared prefix) and prefill attention against float64 references.
 
 The references here concatenate all keys and take one plain softmax, so they share no code with the
 split/merge path under test. Triton runs through its interpreter on CPU (tiny shapes).
@@ -48,29 +48,6 @@ def test_split_kv_kernel_matches_float64(splits):
             torch.testing.assert_close(mlse[i].double(), rl, atol=2e-5, rtol=1e-5)
         else:
             assert torch.isneginf(mlse[i]).all() and (merged[i] == 0).all()
-
-
-@needs_triton
-def test_merge_kernel_matches_reference_float64():
-    g = torch.Generator().manual_seed(1)
-    out = torch.randn(6, 4, 24, generator=g)
-    lse = torch.randn(6, 4, generator=g) * 3
-    lse[2, 1] = float("-inf")
-    lse[4] = float("-inf")
-    got, glse = attn_merge.merge_partials(out, lse)
-    ref, rlse = attn_merge.merge_partials_reference(out.double(), lse.double())
-    torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(glse.double(), rlse, atol=1e-6, rtol=1e-6)
-    assert (got[4] == 0).all()
-    # the merge of a split softmax equals the unsplit softmax
-    q, k, v = torch.randn(3, 8, generator=g), torch.randn(30, 8, generator=g), torch.randn(30, 8, generator=g)
-    parts = [_full_softmax(q, k[a:b], v[a:b], torch.ones(b - a, dtype=torch.bool), 1.0) for a, b in [(0, 7), (7, 30)]]
-    stacked_o, stacked_l = torch.stack([p[0] for p in parts], 1), torch.stack([p[1] for p in parts], 1)
-    mo, ml = attn_merge.merge_partials_reference(stacked_o, stacked_l)
-    fo, fl = _full_softmax(q, k, v, torch.ones(30, dtype=torch.bool), 1.0)
-    torch.testing.assert_close(mo, fo)
-    torch.testing.assert_close(ml, fl)
-
 
 
 def _expected_split_ranges(lo: int, hi: int, splits: int, block_n: int) -> list[tuple[int, int]]:

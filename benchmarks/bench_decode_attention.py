@@ -29,7 +29,7 @@ profiler's memory measurement over it takes minutes.)
 
 ``--reference naive`` forces the naive reference on CUDA too. Outputs are compared before timing.
 
-    python benchmarks/bench_attention.py [--op decode|merge|splitkv|all] [--device cpu|cuda] [--quick] [--out f.json]
+    python benchmarks/bench_decode_attention.py [--op decode|merge|splitkv|all] [--device cpu|cuda] [--quick] [--out f.json]
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for shape in SPLITKV_SHAPES[key]:
             rows.append(bench_splitkv(shape, dtype, device, repeats))
             kv_table.row(rows[-1])
-    write_json(args.out, "bench_attention", rows, device, op=args.op, reference=args.reference)
+    write_json(args.out, "bench_decode_attention", rows, device, op=args.op, reference=args.reference)
     return rows
 
 
