@@ -29,7 +29,8 @@ profiler's memory measurement over it takes minutes.)
 
 ``--reference naive`` forces the naive reference on CUDA too. Outputs are compared before timing.
 
-    python benchmarks/bench_decode_attention.py [--op decode|merge|splitkv|all] [--device cpu|cuda] [--quick] [--out f.json]
+    python benchmarks/bench_decode_attention.py [--op decode|merge|splitkv|all] [--device cpu|cuda] [--quick]
+        [--out f.json]
 """
 
 from __future__ import annotations

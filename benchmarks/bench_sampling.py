@@ -34,7 +34,6 @@ import time
 
 import torch
 from _harness import Table, common_parser, compare, resolve_device, sync, time_fn, write_json
-
 from zerosearch.kernels._triton import HAVE_TRITON, interpreting, next_pow2, tl, triton
 from zerosearch.kernels.sampling import sample_reference, sampling_probs_reference, vocab_passes
 

@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-
 from zerosearch.kernels import sampling as smod
 
 
