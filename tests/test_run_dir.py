@@ -18,6 +18,7 @@ import torch
 from zerosearch.cli import main
 from zerosearch.runtime.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from zerosearch.runtime.metrics import read_metrics
+from zerosearch.runtime.run_dir import check_resume_config
 from zerosearch.toy.assets import ensure_toy_assets
 
 
@@ -27,14 +28,15 @@ def assets(tmp_path_factory):
 
 
 def train_args(assets, out: Path, *extra: str, steps: int = 2) -> list[str]:
-    """`extra` goes first: argparse takes no more overrides after a flag."""
-    return ["train", "--quiet", *(e for e in extra if e.startswith("--")), f"out_dir={out}", f"model.policy_path={assets.policy_dir}",
+    """The flags in `extra` go before the overrides: argparse takes no overrides after a flag that follows them."""
+    flags, overrides = [e for e in extra if e.startswith("--")], [e for e in extra if not e.startswith("--")]
+    return ["train", "--quiet", *flags, f"out_dir={out}", f"model.policy_path={assets.policy_dir}",
             f"model.tokenizer_path={assets.tokenizer_dir}", f"data.train_path={assets.train_path}",
             f"data.corpus_path={assets.corpus_path}", "search.backend=bm25", "search.top_k=2",
             "rollout.n_samples=2", "rollout.max_turns=1", "rollout.max_new_tokens=4", "rollout.max_context=256",
             "trainer.batch_questions=2", "trainer.mini_batches=1", "trainer.checkpoint_every=1",
             "trainer.keep_checkpoints=2", "trainer.warmup_steps=1", f"trainer.steps={steps}",
-            *(e for e in extra if not e.startswith("--"))]
+            *overrides]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -132,3 +134,16 @@ def test_fresh_eval_refuses_an_existing_out_file(assets, tmp_path, capsys):
     assert snapshot(tmp_path) == before
     assert main([*args, "--overwrite"]) == 0
     assert [json.loads(line)["uid"] for line in out.read_text().splitlines()] == [r["uid"] for r in rows]
+
+
+def test_config_check_compares_the_keys_both_configs_have(caplog):
+    saved = {"seed": 0, "out_dir": "a", "trainer": {"lr": 1e-4, "steps": 3}}
+    same_but_moved = {"seed": 0, "out_dir": "b", "trainer": {"lr": 1e-4, "steps": 3, "new_key": 1}}
+    assert check_resume_config("ckpt", saved, same_but_moved, allow_change=False) == []
+    changed = {"seed": 1, "out_dir": "a", "trainer": {"lr": 1e-4, "steps": 4}}
+    with pytest.raises(ValueError, match=r"another config \(seed: 0 -> 1; trainer.steps: 3 -> 4\)"):
+        check_resume_config("ckpt", saved, changed, allow_change=False)
+    assert check_resume_config("ckpt", saved, changed, allow_change=True) == ["seed: 0 -> 1", "trainer.steps: 3 -> 4"]
+    with caplog.at_level("WARNING"):  # a checkpoint that does not record its config: resumed, with a warning
+        assert check_resume_config("ckpt", None, changed, allow_change=False) == []
+    assert "cannot check" in caplog.text

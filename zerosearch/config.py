@@ -173,6 +173,7 @@ def _shown(value: Any) -> str:
 
 _TRUE, _FALSE = {"true", "yes", "on"}, {"false", "no", "off"}
 _NULL = {"null", "none", "~", ""}
+_TYPE_NAMES = {str: "a string (quote it in YAML)", int: "int", float: "a number", bool: "true/false"}
 
 
 def _coerce(value: Any, kind: type, optional: bool, *, from_cli: bool) -> Any:
@@ -219,9 +220,6 @@ def _coerce(value: Any, kind: type, optional: bool, *, from_cli: bool) -> Any:
                 pass
         raise ValueError(f"expected a number{' or null' if optional else ''}, got {_shown(value)}")
     raise ValueError(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {_shown(value)}")
-
-
-_TYPE_NAMES = {str: "a string (quote it in YAML)", int: "int", float: "a number", bool: "true/false"}
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str], _prefix: str = "") -> Any:
@@ -283,7 +281,7 @@ def _read_yaml(path: Path) -> Any:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
-        raise ValueError(f"{where}: not a valid YAML config: {' '.join(filter(None, [context, problem]))}") from None
+        raise ValueError(f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

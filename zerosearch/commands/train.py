@@ -22,7 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="with --resume: continue even though the config differs from the checkpoint's")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in a used out_dir: first delete the files a run writes there "
-                   f"({', '.join(TRAIN_OUTPUTS)}); anything else in out_dir is kept")
+                   f"({', '.join(n for n in TRAIN_OUTPUTS if not n.startswith('.'))}, and their temporary "
+                   "files); anything else in out_dir is kept")
     return p
 
 

@@ -31,7 +31,7 @@ from zerosearch.rollout import RolloutRunner, score_trajectories
 from zerosearch.runtime import distributed
 from zerosearch.runtime.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zerosearch.runtime.metrics import MetricsLogger, plot_training
-from zerosearch.runtime.run_dir import check_resume_config
+from zerosearch.runtime.run_dir import check_resume_config, writing
 from zerosearch.search.curriculum import NoiseCurriculum
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,8 @@ class Trainer:
             value = _full(value)
         if self.tc.on_nonfinite == "stop":
             path = self.out / f"nonfinite-step{self.step}.pt"
-            torch.save({"ids": mb.ids.cpu(), "attn": mb.attn.cpu(), "mask": mb.mask.cpu()}, path)
+            with writing(path):
+                torch.save({"ids": mb.ids.cpu(), "attn": mb.attn.cpu(), "mask": mb.mask.cpu()}, path)
             raise NonFiniteLossError(f"non-finite loss/grad ({value}) at step {self.step}; batch saved to {path}")
         log.warning("non-finite loss/grad (%s) at step %d: update skipped", value, self.step)
 

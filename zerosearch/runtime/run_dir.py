@@ -106,10 +106,11 @@ def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any],
                    free: tuple[str, ...] = RESUME_FREE_KEYS) -> list[str]:
-    """`key: saved -> current` for every key that differs, except the `free` ones."""
+    """`key: saved -> current` for every key both configs have that differs, except the `free` ones (a key that
+    only one side knows was added or removed by a code change; its default keeps the old behaviour)."""
     a, b = flat(saved), flat(current)
-    keys = sorted((set(a) | set(b)) - set(free))
-    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in keys if a.get(k) != b.get(k)]
+    keys = sorted((set(a) & set(b)) - set(free))
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in keys if a[k] != b[k]]
 
 
 def check_resume_config(checkpoint: str | Path, saved: dict[str, Any] | None, current: dict[str, Any], *,
