@@ -194,3 +194,28 @@ def test_cli_eval_scores_every_row(tmp_path):
     summary = json.loads((tmp_path / "eval-summary.json").read_text())
     assert len(rows) == summary["average"]["n"] == sum(v["n"] for v in summary["per_source"].values())
     assert all(v["n"] <= 5 for v in summary["per_source"].values()) and len(rows) % 4 != 0
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "no questions"),
+    ("\n \n\n", "no questions"),
+    ('{"question": "q", "golden_answers": []}\n', "test.jsonl:1: no gold answer"),
+])
+def test_cli_eval_refuses_a_test_set_without_questions(tmp_path, capsys, monkeypatch, content, needle):
+    """Instead of a table of zeros: one line naming the file (and row), exit code 2, before a model loads."""
+    from zerosearch.cli import main
+    from zerosearch.toy.assets import ensure_toy_assets
+
+    assets = ensure_toy_assets(tmp_path / "cache", seed=0, n_entities=24)
+    monkeypatch.setattr("zerosearch.build.load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    capsys.readouterr()
+    test = tmp_path / "test.jsonl"
+    test.write_text(content)
+    out = tmp_path / "run" / "eval.jsonl"
+    code = main(["eval", "--quiet", "--out", str(out), f"model.policy_path={assets.policy_dir}",
+                 f"model.tokenizer_path={assets.tokenizer_dir}", f"data.test_path={test}",
+                 f"data.corpus_path={assets.corpus_path}", "search.backend=bm25", f"out_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(test) in err and needle in err
+    assert not (tmp_path / "run").exists()

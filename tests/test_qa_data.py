@@ -66,3 +66,38 @@ def test_parquet_without_pandas_is_clear(tmp_path):
             load_qa(path)
     else:
         pytest.skip("pandas is installed; only the error path is tested here")
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n", "[]"], ids=["empty", "blank lines", "empty json list"])
+def test_a_file_without_questions_is_an_error(tmp_path, content):
+    """Training or scoring nothing would report zeros as results; the error names the file."""
+    path = tmp_path / ("qa.json" if content == "[]" else "qa.jsonl")
+    path.write_text(content)
+    with pytest.raises(QADataError, match=rf"{path.name}: no questions"):
+        load_qa(path)
+
+
+@pytest.mark.parametrize("answers", [[], [""], ["  ", ""]])
+def test_a_row_without_a_gold_answer_names_the_row(tmp_path, answers):
+    """Such a row is scored 0 whatever the policy says; it is a broken row, not a hard question."""
+    path = tmp_path / "qa.jsonl"
+    _write_jsonl(path, [{"question": "q1", "golden_answers": ["a"]}, {"question": "q2", "golden_answers": answers}])
+    with pytest.raises(QADataError, match=r"qa\.jsonl:2: no gold answer"):
+        load_qa(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_non_utf8_file_names_the_file_and_line(tmp_path, suffix):
+    path = tmp_path / f"latin1{suffix}"
+    rows = [{"question": "q", "golden_answers": ["a"]}, {"question": "café", "golden_answers": ["b"]}]
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) if suffix == ".jsonl" else json.dumps(
+        rows, ensure_ascii=False, indent=0)
+    path.write_bytes(text.encode("latin-1"))  # "é" as the single byte 0xe9
+    line = text[: text.index("é")].count("\n") + 1
+    with pytest.raises(QADataError, match=rf"latin1\{suffix}:{line}: not UTF-8"):
+        load_qa(path)
+
+
+def test_a_directory_is_not_a_qa_file(tmp_path):
+    with pytest.raises(QADataError, match="is a directory"):
+        load_qa(tmp_path)

@@ -7,6 +7,8 @@ wrote, which files a crashed writer left), never read back from the code under t
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import logging
 import os
@@ -20,6 +22,7 @@ from transformers import Qwen2ForCausalLM
 
 from zerosearch.algos import grpo_advantages
 from zerosearch.build import build_trainer
+from zerosearch.cli import main
 from zerosearch.config import RolloutConfig, RunConfig, apply_overrides
 from zerosearch.data.qa import QAExample
 from zerosearch.ops import info_span_mask, masked_pg_loss, policy_loss_mask, token_logprobs
@@ -27,6 +30,8 @@ from zerosearch.reward import extract_answer, score_response
 from zerosearch.rl.trainer import NonFiniteLossError
 from zerosearch.rollout import RolloutRunner, policy_text, query_text
 from zerosearch.rollout import protocol as prompts
+from zerosearch.runtime import checkpoint as checkpoint_mod
+from zerosearch.runtime import jsonl as jsonl_mod
 from zerosearch.runtime.checkpoint import latest_checkpoint, list_checkpoints, load_latest_checkpoint, save_checkpoint
 from zerosearch.runtime.metrics import MetricsLogger, read_metrics
 from zerosearch.search import BM25Search
@@ -573,3 +578,107 @@ def test_metrics_torn_line_alone_is_removed_before_appending(tmp_path):
     assert [json.loads(ln) for ln in path.read_text().splitlines()] == [
         {"step": 0, "reward": 0.1}, {"step": 1, "reward": 0.3}]
     assert not os.path.exists(str(path) + ".tmp")
+
+
+# ================================================================ a run's files lost or unwritable mid-run
+
+
+def test_deleted_metrics_then_resume_warns_that_the_file_restarted(toy, tmp_path, caplog):
+    first = _trainer(toy, tmp_path, **{"trainer.steps": 3, "trainer.checkpoint_every": 1})
+    first.tc.steps = 2  # stop after the checkpoint of step 2, as a killed run would
+    first.fit(progress=False)
+    (tmp_path / "metrics.jsonl").unlink()
+    resumed = _trainer(toy, tmp_path, **{"trainer.steps": 3, "trainer.checkpoint_every": 1})
+    with caplog.at_level(logging.WARNING, logger="zerosearch.runtime.metrics"):
+        assert resumed.resume() and resumed.step == 2
+    [warning] = [r.getMessage() for r in caplog.records if "metrics.jsonl" in r.getMessage()]
+    assert "restarted" in warning and "2 steps (0..1)" in warning
+    resumed.fit(progress=False)
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2]
+
+
+class _HalfWriter:
+    """A file on a disk that fills up: the write stops half-way and raises ENOSPC."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+class BrokenDisk:
+    """From `break_now()` on, writes under `root` fail as on a full disk (writes stop half-way with ENOSPC) or a
+    read-only one (opening for writing and mkdir raise EROFS). The run's JSONL and checkpoint writers see it."""
+
+    def __init__(self, monkeypatch, root, kind: str) -> None:
+        self.root, self.kind, self.broken = str(root), kind, False
+        real_open, real_mkdir = builtins.open, os.mkdir
+
+        def fake_open(path, mode="r", *args, **kwargs):
+            if self._hit(path) and any(c in mode for c in "wax+"):
+                if kind == "readonly":
+                    raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+                return _HalfWriter(real_open(path, mode, *args, **kwargs))
+            return real_open(path, mode, *args, **kwargs)
+
+        def fake_mkdir(path, *args, **kwargs):
+            if kind == "readonly" and self._hit(path):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        for module in (jsonl_mod, checkpoint_mod):
+            monkeypatch.setattr(module, "open", fake_open, raising=False)
+        monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+    def _hit(self, path) -> bool:
+        return self.broken and str(path).startswith(self.root)
+
+    def break_now(self) -> None:
+        self.broken = True
+
+
+@pytest.mark.parametrize("kind", ["full", "readonly"])
+@pytest.mark.parametrize("where", ["metrics", "checkpoint"])
+def test_unwritable_out_dir_mid_run_is_one_line_then_resume_continues(toy, tmp_path, monkeypatch, capsys, kind,
+                                                                      where):
+    assets = toy[0]
+    out = tmp_path / "run"
+    args = ["train", "--quiet", f"out_dir={out}", f"model.policy_path={assets.policy_dir}",
+            f"model.tokenizer_path={assets.tokenizer_dir}", f"data.train_path={assets.train_path}",
+            f"data.corpus_path={assets.corpus_path}", "search.backend=bm25", "search.top_k=2",
+            "rollout.n_samples=2", "rollout.max_turns=1", "rollout.max_new_tokens=4", "trainer.batch_questions=2",
+            "trainer.mini_batches=1", "trainer.steps=2", "trainer.checkpoint_every=1", "trainer.warmup_steps=1"]
+    disk = BrokenDisk(monkeypatch, out, kind)
+    if where == "metrics":  # the disk breaks once the checkpoint of step 1 is saved: step 1's metrics line fails
+        real_save = checkpoint_mod.save_checkpoint
+        monkeypatch.setattr("zerosearch.rl.trainer.save_checkpoint",
+                            lambda *a, **k: (real_save(*a, **k), disk.break_now())[0])
+        failing = out / "metrics.jsonl"
+    else:  # the disk breaks once step 0's metrics are logged: the checkpoint of step 1 fails
+        real_log = MetricsLogger.log
+        monkeypatch.setattr(MetricsLogger, "log", lambda self, row: (real_log(self, row), disk.break_now())[0])
+        failing = out / "checkpoints" / "step-00000001" / "state.pt"
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(failing) in err and "--resume" in err
+    assert ("No space left" if kind == "full" else "Read-only") in err
+    assert not list(out.glob("checkpoints/.tmp-*"))  # a failed checkpoint leaves no temporary directory
+
+    monkeypatch.undo()  # space freed, or the file system remounted writable
+    assert main([*args, "--resume"]) == 0
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [0, 1]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # the half-written line is gone
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000001", "step-00000002"]

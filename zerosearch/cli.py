@@ -2,19 +2,24 @@
 
 Every command takes `--config FILE.yaml` plus dotted overrides (`trainer.steps=100 rollout.n_samples=5`). Each
 command lives in its own module of :mod:`zerosearch.commands` (its arguments and its `run`); this module parses,
-loads the config and turns user errors into one line on stderr with exit code 2.
+loads the config, runs the same dry-run checks as `zerosearch validate` before any command does anything (so a
+rejected config writes nothing and loads no model), and turns user errors into one line on stderr with exit
+code 2. A failed write (disk full, read-only out_dir) is one line naming the file, exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
 from zerosearch.commands import eval as eval_cmd
 from zerosearch.commands import sft, simulate, toy, train, validate
 from zerosearch.config import load_config
+from zerosearch.runtime.run_dir import WriteError
 
 TOY_CONFIG = Path(__file__).parent / "configs" / "toy.yaml"
 
@@ -32,6 +37,37 @@ EPILOG = """examples:
 
 COMMANDS = {m.NAME: m for m in (toy, train, eval_cmd, sft, simulate, validate)}
 
+# Numeric arguments of any command, by argparse dest: (flag, lowest, highest); checked in one place so every
+# command answers a bad value the same way.
+ARG_LIMITS = {
+    "port": ("--port", 0, 65535),
+    "batch_size": ("--batch-size", 1, None),
+    "max_concurrency": ("--max-concurrency", 1, None),
+    "steps": ("--steps", 1, None),
+    "lr": ("--lr", 0.0, None),
+    "world_size": ("--world-size", 0, None),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (the usage block is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _arg_problem(args: argparse.Namespace) -> str | None:
+    for dest, (flag, lo, hi) in ARG_LIMITS.items():
+        value = getattr(args, dest, None)
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, float) and (not math.isfinite(value) or value <= lo):
+            return f"argument {flag}: must be a finite number > {lo}, got {value}"
+        if isinstance(value, int) and (value < lo or (hi is not None and value > hi)):
+            allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            return f"argument {flag}: must be {allowed}, got {value}"
+    return None
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (defaults are in zerosearch/config.py)")
@@ -40,7 +76,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zerosearch", description="RL for search agents against a simulated search engine (ZeroSearch).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,8 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _precheck(cfg, args) -> list[str]:
+    """What `zerosearch validate` would reject for this command, before it does anything."""
+    from zerosearch.validate import validate_config
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    report = validate_config(cfg, world_size=world, command=args.command)
+    return report.errors + report.missing_paths
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _arg_problem(args)
+    if problem:
+        parser.exit(2, f"zerosearch {args.command}: error: {problem}\n")
     handler = logging.StreamHandler()
     handler.setLevel(logging.INFO)  # a library that sets its own logger to DEBUG (bm25s does) stays quiet here
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -63,15 +112,28 @@ def main(argv: list[str] | None = None) -> int:
         args.config = str(TOY_CONFIG)
     try:
         cfg = load_config(args.config, args.overrides)
+        errors = _precheck(cfg, args) if args.command != "validate" else []
     except (ValueError, FileNotFoundError) as exc:
         print(f"zerosearch: config error: {exc}", file=sys.stderr)
+        return 2
+    if errors:
+        for e in errors:
+            print(f"zerosearch {args.command}: config error: {e}", file=sys.stderr)
         return 2
     progress = not args.quiet
     try:
         return COMMANDS[args.command].run(cfg, args, progress)
+    except WriteError as exc:
+        again = " (what was saved before is kept: run the same command with --resume to continue)" if getattr(
+            args, "resume", None) is not None else ""
+        print(f"zerosearch {args.command}: {exc}{again}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as exc:
         print(f"zerosearch {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment (permissions, network, devices), not a bug: one line too
+        print(f"zerosearch {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

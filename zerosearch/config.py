@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,43 +145,113 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-def _coerce(value: str, current: Any) -> Any:
-    """Parse an override string with YAML, then check it fits the field's current type."""
-    parsed = yaml.safe_load(value) if isinstance(value, str) else value
-    if current is None or parsed is None:
-        return parsed
-    if isinstance(current, bool):
-        if not isinstance(parsed, bool):
+def _section(node: Any, name: str, key: str) -> Any:
+    """The sub-section `name` of `node`; `key` is the full dotted key, for the message."""
+    names = [f.name for f in dataclasses.fields(node)]
+    if name not in names:
+        raise ValueError(f"unknown config key {key!r}; valid keys here: {', '.join(names)}")
+    return getattr(node, name)
+
+
+def _declared(node: Any, name: str) -> tuple[type, bool]:
+    """The declared type of field `name` (`float | None` -> (float, True)) and whether it may be None."""
+    hint = typing.get_type_hints(type(node))[name]
+    args = typing.get_args(hint)
+    if type(None) in args:
+        [inner] = [a for a in args if a is not type(None)]
+        return inner, True
+    return hint, False
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+_TRUE, _FALSE = {"true", "yes", "on"}, {"false", "no", "off"}
+_NULL = {"null", "none", "~", ""}
+_TYPE_NAMES = {str: "a string (quote it in YAML)", int: "int", float: "a number", bool: "true/false"}
+
+
+def _coerce(value: Any, kind: type, optional: bool, *, from_cli: bool) -> Any:
+    """`value` as the field's declared type, or a ValueError saying what was expected.
+
+    A command-line value is read as text, never as YAML: `out_dir=@x`, `data.test_path=,` or
+    `model.policy_path=*p` are the strings they look like, not YAML syntax errors or aliases. A value from a
+    YAML file arrives already parsed and must have the field's type (an int where a float is declared is fine;
+    YAML 1.1 reads `3e-5` as text, so text that is a number is accepted for a float too).
+    """
+    if from_cli and kind is not str:
+        text = value.strip()
+        if optional and text.lower() in _NULL:
+            return None
+        if kind is bool:
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
             raise ValueError(f"expected true/false, got {value!r}")
-        return parsed
-    if isinstance(current, float) and not isinstance(parsed, bool):
-        try:
-            return float(parsed)  # YAML 1.1 reads "3e-5" as a string
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
-    if isinstance(current, int) and isinstance(parsed, int) and not isinstance(parsed, bool):
-        return parsed
-    if isinstance(current, str):
-        return str(parsed) if not isinstance(value, str) else value
-    if not isinstance(parsed, type(current)):
-        raise ValueError(f"expected {type(current).__name__}, got {value!r}")
-    return parsed
+        if kind is int:
+            if re.fullmatch(r"[+-]?\d+", text):
+                return int(text)
+            raise ValueError(f"expected int, got {value!r}")
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got null")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true/false, got {_shown(value)}")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a number{' or null' if optional else ''}, got {_shown(value)}")
+    raise ValueError(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {_shown(value)}")
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str]) -> Any:
-    """Set `a.b.c=value` entries on a nested dataclass; unknown keys raise with the valid choices."""
-    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
-    for key, value in items:
-        node, parts = cfg, key.split(".")
-        for part in parts[:-1]:
-            node = _child(node, part, key)
+def apply_overrides(cfg: Any, overrides: dict[str, Any] | list[str], _prefix: str = "") -> Any:
+    """Set `a.b.c=value` entries on a nested dataclass, each checked against its field's declared type.
+
+    `overrides` is a list of `key=value` strings (the command line: values are text) or a mapping (a YAML
+    file, nested or dotted, or Python values). Unknown keys raise with the valid choices; every error names
+    the full key.
+    """
+    from_cli = not isinstance(overrides, dict)
+    items = overrides.items() if not from_cli else (_split(o) for o in overrides)
+    for raw_key, value in items:
+        key = f"{_prefix}{raw_key}"
+        node, parts = cfg, str(raw_key).split(".")
+        for i, part in enumerate(parts[:-1]):
+            node = _section(node, part, key)
+            if not dataclasses.is_dataclass(node):
+                where = _prefix + ".".join(parts[: i + 1])
+                raise ValueError(f"config key {key!r}: {where!r} is a value, not a section")
         leaf = parts[-1]
-        if isinstance(value, dict):
-            apply_overrides(_child(node, leaf, key), value)
+        current = _section(node, leaf, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {key!r} is a section: it needs a mapping of its keys "
+                                 f"(e.g. {key}.<name>=...), got {_shown(value)}")
+            apply_overrides(current, value, f"{key}.")
             continue
-        _child(node, leaf, key)
+        kind, optional = _declared(node, leaf)
         try:
-            setattr(node, leaf, _coerce(value, getattr(node, leaf)))
+            setattr(node, leaf, _coerce(value, kind, optional, from_cli=from_cli))
         except ValueError as exc:
             raise ValueError(f"config key {key!r}: {exc}") from None
     return cfg
@@ -192,21 +264,41 @@ def _split(item: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _child(node: Any, name: str, full_key: str) -> Any:
-    names = [f.name for f in dataclasses.fields(node)]
-    if name not in names:
-        raise ValueError(f"unknown config key {full_key!r}; valid keys here: {', '.join(names)}")
-    return getattr(node, name)
+def _read_yaml(path: Path) -> Any:
+    """The parsed file, or a one-line ValueError naming the file (and line) for anything a user can get wrong."""
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # safe_load also refuses !!python/... tags: no code runs from a config
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        raise ValueError(f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the YAML file (if any), then CLI overrides."""
     cfg = RunConfig()
     if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = _read_yaml(Path(path))
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a mapping at top level")
-        apply_overrides(cfg, data)
+        try:
+            apply_overrides(cfg, data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     if overrides:
         apply_overrides(cfg, overrides)
     return cfg

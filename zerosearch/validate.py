@@ -1,15 +1,20 @@
 """Dry-run validation of a run config: names, value ranges, curriculum, batch shapes and paths.
 
 A multi-GPU run that dies at step 0 (or worse, at the first checkpoint) on a typo wastes a queue slot
-and an hour of loading 14B weights; everything here is checkable in a second without loading a model.
-Types are already enforced by `zerosearch.config.load_config` (every key is checked against the dataclass
-defaults); this adds the semantic checks.
+and an hour of loading 14B weights; everything here is checkable in seconds without loading a model.
+Types are already enforced by `zerosearch.config.load_config` (every key is checked against its declared
+type); this adds the semantic checks. Every command runs them before it does anything (`zerosearch.cli`), so
+what `validate` passes is what `train` and `eval` accept, and a rejected config writes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from zerosearch.config import (
     AGG_MODES,
@@ -24,7 +29,12 @@ from zerosearch.config import (
     SEARCH_BACKENDS,
     RunConfig,
 )
+from zerosearch.data.qa import load_qa
+from zerosearch.eval.test_sets import load_test_sets
+from zerosearch.runtime.run_dir import dir_problem
 from zerosearch.search.curriculum import noise_probability
+
+MAX_SEED = 2**32 - 1  # numpy's seeds (the data order) must fit in 32 bits
 
 
 @dataclass
@@ -40,7 +50,7 @@ class Report:
 
     def render(self, *, allow_missing_paths: bool = False) -> str:
         lines = [f"error: {e}" for e in self.errors]
-        tag = "missing (allowed)" if allow_missing_paths else "error: missing"
+        tag = "missing (allowed)" if allow_missing_paths else "error"
         lines += [f"{tag}: {p}" for p in self.missing_paths]
         lines += [f"note: {n}" for n in self.notes]
         lines.append("OK" if self.ok(allow_missing_paths=allow_missing_paths) else "FAILED")
@@ -54,6 +64,8 @@ def _choice(report: Report, key: str, value: str, choices: tuple[str, ...]) -> N
 
 def _range(report: Report, key: str, value: float, lo: float | None = None, hi: float | None = None, *,
            lo_open: bool = False, hi_open: bool = False) -> None:
+    if not math.isfinite(value):  # reported once, as not finite (every comparison with a NaN is false)
+        return
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
         hi is not None and (value >= hi if hi_open else value > hi))
     if bad:
@@ -73,14 +85,31 @@ def _names(cfg: RunConfig, r: Report) -> None:
     _choice(r, "model.dtype", cfg.model.dtype, DTYPES)
     _choice(r, "model.attn_implementation", cfg.model.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice(r, "model.packed_sequences", cfg.model.packed_sequences, PACKING_MODES)
-    if not (cfg.device == "cpu" or cfg.device == "cuda" or cfg.device.startswith("cuda:")):
-        r.errors.append(f"device={cfg.device!r} must be cpu, cuda or cuda:N")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device):
+        r.errors.append(f"device={cfg.device!r} must be cpu, cuda or cuda:N (N >= 0)")
     if cfg.search.backend == "openai" and not cfg.search.base_url:
         r.errors.append("search.backend=openai needs search.base_url (e.g. http://localhost:8000/v1)")
 
 
+def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every float value of the config, by dotted key."""
+    out = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _floats(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            out.append((f"{prefix}{f.name}", value))
+    return out
+
+
 def _ranges(cfg: RunConfig, r: Report) -> None:
     t, ro, s = cfg.trainer, cfg.rollout, cfg.search
+    r.errors += [f"{key}={value} is not a finite number" for key, value in _floats(cfg) if not math.isfinite(value)]
+    _range(r, "seed", cfg.seed, 0, MAX_SEED)
+    for key, value in (("rollout.max_query_chars", ro.max_query_chars), ("rollout.max_context", ro.max_context)):
+        _range(r, key, value, 1)
+    _range(r, "data.max_test_examples", cfg.data.max_test_examples, 0)
     for key, value in (("trainer.steps", t.steps), ("trainer.batch_questions", t.batch_questions),
                        ("trainer.ppo_epochs", t.ppo_epochs), ("trainer.mini_batches", t.mini_batches),
                        ("rollout.n_samples", ro.n_samples), ("rollout.max_turns", ro.max_turns),
@@ -153,34 +182,108 @@ def _batches(cfg: RunConfig, r: Report, world_size: int) -> None:
                    f"{per_rank} per rank on {world_size} rank(s), {per_rank // max(1, t.mini_batches)} per mini-batch")
 
 
+def _model_dir(r: Report, key: str, path: str) -> None:
+    """A Hugging Face checkpoint: a directory holding config.json (a tokenizer: any directory)."""
+    p = Path(path)
+    if not p.exists():
+        r.missing_paths.append(f"{key}: {path} does not exist")
+    elif not p.is_dir():
+        r.errors.append(f"{key}: {path} is a file; it must be a Hugging Face checkpoint directory")
+    elif key != "model.tokenizer_path" and not (p / "config.json").is_file():
+        r.errors.append(f"{key}: {path} holds no config.json (not a Hugging Face checkpoint directory)")
+
+
+def _data_file(r: Report, key: str, path: str) -> bool:
+    p = Path(path)
+    if not p.exists():
+        r.missing_paths.append(f"{key}: {path} does not exist")
+    elif p.is_dir():
+        r.errors.append(f"{key}: {path} is a directory; it must be a file")
+    else:
+        return True
+    return False
+
+
 def _paths(cfg: RunConfig, r: Report, command: str) -> None:
-    """The paths the command will read, by backend: a train run never reads data.test_path, and so on."""
-    m, d, backend = cfg.model, cfg.data, cfg.search.backend
-    need = {"model.policy_path": m.policy_path}
+    """The paths the command will read, by backend: a train run never reads data.test_path, and so on. The QA
+    data itself is read (not the models): an empty or malformed file, or fewer questions than one batch, fails
+    here instead of after the models have loaded."""
+    m, d, s = cfg.model, cfg.data, cfg.search
+    models = {"model.policy_path": m.policy_path}
     if m.tokenizer_path:
-        need["model.tokenizer_path"] = m.tokenizer_path
-    need["data.train_path" if command == "train" else "data.test_path"] = (
-        d.train_path if command == "train" else d.test_path)
-    if backend == "simulator":
-        need["model.simulator_path"] = m.simulator_path
-    if backend == "bm25":
-        need["data.corpus_path"] = d.corpus_path
-    for key, value in need.items():
+        models["model.tokenizer_path"] = m.tokenizer_path
+    if s.backend == "simulator":
+        models["model.simulator_path"] = m.simulator_path
+    if s.backend == "dense":
+        models["search.dense_encoder_path"] = s.dense_encoder_path
+    for key, value in models.items():
         if not value:
             r.errors.append(f"{key} is empty")
-            continue
-        for part in (value.split(",") if key == "data.test_path" else [value]):
-            if not Path(part).exists():
-                r.missing_paths.append(f"{key}: {part}")
+        else:
+            _model_dir(r, key, value)
+    if s.backend in ("bm25", "dense"):
+        if not d.corpus_path:
+            r.errors.append(f"data.corpus_path is empty (search.backend={s.backend} searches it)")
+        else:
+            _data_file(r, "data.corpus_path", d.corpus_path)
+    if s.backend == "retriever" and not s.retriever_url:
+        r.errors.append("search.backend=retriever needs search.retriever_url")
+    if command == "train":
+        _train_data(cfg, r)
+    else:
+        _test_data(cfg, r)
+
+
+def _train_data(cfg: RunConfig, r: Report) -> None:
+    path, batch = cfg.data.train_path, cfg.trainer.batch_questions
+    if not path:
+        r.errors.append("data.train_path is empty")
+        return
+    if not _data_file(r, "data.train_path", path):
+        return
+    try:
+        n = len(load_qa(path))
+    except (ValueError, OSError) as exc:
+        r.errors.append(f"data.train_path: {exc}")
+        return
+    if batch > n:
+        r.errors.append(f"trainer.batch_questions={batch} is more than the {n} questions in data.train_path "
+                        "(a batch would hold a question twice, merging its GRPO groups)")
+    r.notes.append(f"data.train_path: {n} questions, {n / max(1, batch):.1f} steps per epoch")
+
+
+def _test_data(cfg: RunConfig, r: Report) -> None:
+    parts = [p.strip() for p in cfg.data.test_path.split(",") if p.strip()]
+    if not parts:
+        r.errors.append(f"data.test_path={cfg.data.test_path!r} names no test set")
+        return
+    missing = [p for p in parts if not Path(p).exists()]
+    r.missing_paths += [f"data.test_path: {p} does not exist" for p in missing]
+    if missing:
+        return
+    try:
+        n = len(load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples))
+    except (ValueError, OSError) as exc:
+        r.errors.append(f"data.test_path: {exc}")
+        return
+    r.notes.append(f"data.test_path: {n} questions")
 
 
 def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "train") -> Report:
-    """Every check that needs no model, GPU or network. `command` is train or eval (which paths are read)."""
+    """Every check that needs no model, GPU or network. `command` says what the run reads: train (the train
+    data, the batch shapes) or eval (the test sets); any other command (toy, sft, simulate) gets the names,
+    ranges and out_dir checks, its paths being its own business."""
     report = Report()
     _names(cfg, report)
     _ranges(cfg, report)
     _precision(cfg, report)
     _curriculum(cfg, report)
-    _batches(cfg, report, world_size)
-    _paths(cfg, report, command)
+    if command in ("train", "toy"):
+        _batches(cfg, report, world_size)
+    if command in ("train", "eval"):
+        _paths(cfg, report, command)
+    if command in ("train", "eval", "toy"):
+        problem = dir_problem(cfg.out_dir) if cfg.out_dir else "it is empty"
+        if problem:
+            report.errors.append(f"out_dir: {problem}")
     return report

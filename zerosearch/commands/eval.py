@@ -24,7 +24,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="questions rolled out together (default 64)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation: skip the questions already saved in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the rows an earlier evaluation saved in --out (its part files and summary too); "
+                   "without --resume or --overwrite an --out that holds rows is refused")
     return p
+
+
+def _check_out(out: Path, args) -> None:
+    """Before anything loads: --out must be a writable file, and a fresh evaluation must not silently discard
+    the rows of an earlier one (or a file that is not ours)."""
+    from zerosearch.runtime.row_store import RowStore
+    from zerosearch.runtime.run_dir import file_problem, used_error
+
+    problem = file_problem(out)
+    if problem:
+        raise ValueError(f"--out: {problem}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: pass one of them")
+    found = [p for p in [out, *RowStore(out).part_files()] if p.is_file() and p.stat().st_size > 0]
+    if found and not (args.resume or args.overwrite):
+        raise used_error(out, found, what="--out")
 
 
 def run(cfg: RunConfig, args, progress: bool) -> int:
@@ -35,19 +54,22 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
     from zerosearch.build import build_generator, build_runner, build_search, load_policy
     from zerosearch.eval import evaluate, format_table, load_test_sets
     from zerosearch.runtime import distributed
+    from zerosearch.runtime.run_dir import writing
 
+    out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
+    _check_out(out, args)
     with distributed.process_group(cfg.device) as info:
         cfg.device = info.device
         test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)
         tok, policy = load_policy(cfg, trainable=False)
         search = build_search(cfg, curriculum=None)
         runner = build_runner(cfg, build_generator(cfg, policy, tok), tok, search, greedy=True)
-        out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
         summary = evaluate(runner, test, batch_size=args.batch_size, out_jsonl=out, progress=progress,
                            resume=args.resume)
         if distributed.is_main():
             summary_path = out.with_name(out.stem + "-summary.json")
-            summary_path.write_text(json.dumps(summary, indent=2))
+            with writing(summary_path):
+                summary_path.write_text(json.dumps(summary, indent=2))
             print(format_table(summary))
             print(f"per-row results: {out}; summary: {summary_path}")
     return 0

@@ -73,6 +73,8 @@ def _row_to_example(row: dict, row_number: int, where: str) -> QAExample:
             f"{where}: missing answers (expected 'golden_answers', 'answers', 'answer' or "
             "'reward_model.ground_truth.target')"
         )
+    if not any(g.strip() for g in golds):  # every answer would score 0: a broken row, not a hard question
+        raise QADataError(f"{where}: no gold answer (the answers are {golds!r})")
     source = str(row.get("data_source", "") or "")
     known = ("uid", "question", "golden_answers", "data_source", "meta")
     meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
@@ -87,28 +89,39 @@ def _row_to_example(row: dict, row_number: int, where: str) -> QAExample:
     return QAExample(uid=uid, question=question, golden_answers=golds, data_source=source, meta=meta)
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise QADataError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
 def _read_rows(path: Path) -> list[tuple[dict, str]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_no}"
-                try:
-                    rows.append((json.loads(line), where))
-                except json.JSONDecodeError as e:
-                    raise QADataError(f"{where}: invalid JSON ({e.msg})") from e
+        for line_no, line in enumerate(_text(path).split("\n"), start=1):  # JSON may hold a raw U+2028
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                rows.append((json.loads(line), where))
+            except json.JSONDecodeError as e:
+                raise QADataError(f"{where}: invalid JSON ({e.msg})") from e
         return rows
     if suffix == ".json":
-        with path.open(encoding="utf-8") as f:
-            data = json.load(f)
+        try:
+            data = json.loads(_text(path))
+        except json.JSONDecodeError as e:
+            raise QADataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
         if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(lists) != 1:
                 raise QADataError(f"{path}: expected a list of examples or a dict holding one list")
             data = lists[0]
+        if not isinstance(data, list):
+            raise QADataError(f"{path}: expected a list of examples, got {type(data).__name__}")
         return [(row, f"{path}: item {i}") for i, row in enumerate(data)]
     if suffix == ".parquet":
         try:
@@ -125,7 +138,11 @@ def load_qa(path: str | os.PathLike) -> list[QAExample]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"QA file not found: {path}")
+    if path.is_dir():
+        raise QADataError(f"{path} is a directory, not a QA file")
     examples = [_row_to_example(row, i, where) for i, (row, where) in enumerate(_read_rows(path))]
+    if not examples:  # scoring or training on nothing would report zeros as if they were results
+        raise QADataError(f"{path}: no questions (the file is empty or holds only blank lines)")
     seen: set[str] = set()
     for row_number, ex in enumerate(examples):  # uids copied from a file may still collide
         if ex.uid in seen:

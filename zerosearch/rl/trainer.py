@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zerosearch.config import ALGOS, RunConfig
+from zerosearch.config import ALGOS, RunConfig, config_to_dict
 from zerosearch.data.qa import QAExample
 from zerosearch.ops import info_span_mask, masked_pg_loss, policy_loss_mask
 from zerosearch.rl import advantages as algos
@@ -31,6 +31,7 @@ from zerosearch.rollout import RolloutRunner, score_trajectories
 from zerosearch.runtime import distributed
 from zerosearch.runtime.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zerosearch.runtime.metrics import MetricsLogger, plot_training
+from zerosearch.runtime.run_dir import check_resume_config, writing
 from zerosearch.search.curriculum import NoiseCurriculum
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, policy, tokenizer, runner: RolloutRunner, train: list[QAExample],
                  *, curriculum: NoiseCurriculum) -> None:
         self.cfg, self.tc = cfg, cfg.trainer
+        self.config = config_to_dict(cfg)  # the run's config as it started, saved with each checkpoint
         if self.tc.algo not in ALGOS:
             raise ValueError(f"trainer.algo must be one of {list(ALGOS)}, not {self.tc.algo!r}")
         self.device = torch.device(cfg.device)
@@ -100,6 +102,7 @@ class Trainer:
             "sched": self.sched.state_dict(),
             "data": self.data.state(),
             "rng": rng_state(),
+            "config": self.config,  # what --resume checks the current config against
         }
         if self.critic is not None and self.world > 1:
             state["critic"], state["critic_opt"] = distributed.full_state_dict(self.critic, self.critic_opt)
@@ -126,13 +129,16 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step = state["step"]
 
-    def resume(self) -> bool:
+    def resume(self, *, allow_config_change: bool = False) -> bool:
         """Restore the newest checkpoint that loads (an unreadable newest one falls back to the one before) and
-        drop metrics logged after it."""
+        drop metrics logged after it. A checkpoint written with another config is refused (ValueError naming the
+        keys that differ) unless `allow_config_change`: continuing another run's state is never silent."""
         found = load_latest_checkpoint(self.out / "checkpoints")
         if found is None:
+            log.warning("--resume: no checkpoint in %s, starting from step 0", self.out / "checkpoints")
             return False
         ckpt, state = found
+        check_resume_config(ckpt, state.get("config"), self.config, allow_change=allow_config_change)
         self.load_state_dict(state)
         if self.metrics is not None:
             self.metrics.truncate_after(self.step - 1)
@@ -304,7 +310,8 @@ class Trainer:
             value = _full(value)
         if self.tc.on_nonfinite == "stop":
             path = self.out / f"nonfinite-step{self.step}.pt"
-            torch.save({"ids": mb.ids.cpu(), "attn": mb.attn.cpu(), "mask": mb.mask.cpu()}, path)
+            with writing(path):
+                torch.save({"ids": mb.ids.cpu(), "attn": mb.attn.cpu(), "mask": mb.mask.cpu()}, path)
             raise NonFiniteLossError(f"non-finite loss/grad ({value}) at step {self.step}; batch saved to {path}")
         log.warning("non-finite loss/grad (%s) at step %d: update skipped", value, self.step)
 

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from zerosearch.runtime.run_dir import writing
+
 _NAME = re.compile(r"^step-(\d{8})$")
 log = logging.getLogger(__name__)
 
@@ -52,26 +54,42 @@ def save_checkpoint(root: str | Path, step: int, state: dict[str, Any], keep: in
     """Write `root/step-XXXXXXXX/state.pt` atomically and delete all but the newest `keep` (keep <= 0: all).
 
     Order matters for crash safety: the new checkpoint is complete and renamed into place before any
-    older one is deleted, so at every instant at least one complete checkpoint exists.
+    older one is deleted, so at every instant at least one complete checkpoint exists. Checkpoints of
+    steps above `step` are deleted too: the run writing `step` has left that history (it resumed from an
+    older checkpoint, or another run wrote them), and kept, they would outrank the new ones in retention
+    and in the next resume. A failed write (disk full, read-only) raises a WriteError naming the checkpoint
+    and leaves no temporary directory behind.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an int >= 0, got {step!r}")
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    atomic_torch_save(state, tmp / "state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        with writing(final / "state.pt"):
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            atomic_torch_save(state, tmp / "state.pt")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(root)
-    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+    done = list_checkpoints(root)
+    older = [p for p in done if _step(p) <= step]
+    stale = [p for p in done if _step(p) > step] + (older[:-keep] if keep > 0 else [])
+    for old in stale:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):  # debris of a crashed writer
-        shutil.rmtree(stale, ignore_errors=True)
+    for debris in root.glob(".tmp-step-*"):  # of a crashed writer
+        shutil.rmtree(debris, ignore_errors=True)
     return final
+
+
+def _step(path: Path) -> int:
+    return int(_NAME.match(path.name).group(1))
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -79,7 +97,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     done = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.pt").is_file()]
-    return sorted(done, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted(done, key=_step)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

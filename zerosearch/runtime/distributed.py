@@ -77,6 +77,11 @@ def enabled() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def launch_rank() -> int:
+    """This process's rank as the launcher (torchrun) set it, readable before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def rank() -> int:
     return dist.get_rank() if enabled() else 0
 

@@ -6,10 +6,13 @@ and reading skips a line torn by a killed writer instead of failing on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from zerosearch.runtime.run_dir import writing
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
@@ -34,8 +37,9 @@ def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def append_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Append one line per row and make it durable before returning."""
-    with open(path, "a") as f:
+    """Append one line per row and make it durable before returning (a failed write raises a WriteError naming
+    `path`; a line it cut short is healed by the next reader or writer)."""
+    with writing(path), open(path, "a") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
@@ -45,8 +49,14 @@ def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Replace `path` with `rows` in one step: a crash leaves the old file or the new one, never a mix."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            with open(tmp, "w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise

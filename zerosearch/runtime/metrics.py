@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from zerosearch.runtime.jsonl import append_jsonl, read_jsonl, write_jsonl_atomic
+from zerosearch.runtime.run_dir import writing
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
@@ -31,10 +35,23 @@ class MetricsLogger:
                 self._tb = None
         self._checked = False  # whether the file on disk has been checked for debris of a killed writer
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop lines of steps the restored checkpoint has not seen (and any torn line)."""
-        write_jsonl_atomic(self.path, [r for r in read_metrics(self.path) if _step_of(r) <= step])
+    def truncate_after(self, step: int) -> list[int]:
+        """On resume: drop lines of steps the restored checkpoint has not seen (and any torn line).
+
+        Returns the steps 0..`step` that the file lacks (deleted or cut by hand), with a warning: the run goes
+        on, and the file then restarts there instead of silently holding fewer steps than the run made.
+        """
+        existed = self.path.exists()
+        kept = [r for r in read_metrics(self.path) if _step_of(r) <= step]
+        write_jsonl_atomic(self.path, kept)
         self._checked = True
+        missing = sorted(set(range(step + 1)) - {_step_of(r) for r in kept})
+        if missing:
+            lost = f"step {missing[0]}" if len(missing) == 1 else f"{len(missing)} steps ({missing[0]}..{missing[-1]})"
+            how = "was restarted: it did not exist" if not existed else "lacks them"
+            log.warning("%s %s; %s of the resumed run are not in it, logging continues at step %d", self.path, how,
+                        lost, step + 1)
+        return missing
 
     def _heal(self, step: int) -> None:
         """Before the first append: remove rows of steps >= `step` and a torn last line."""
@@ -100,6 +117,9 @@ def plot_training(metrics_path: str | Path, out_png: str | Path) -> Path:
     ax.set_title("zerosearch training")
     fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    try:
+        with writing(out_png):
+            fig.savefig(out_png, dpi=100)
+    finally:
+        plt.close(fig)
     return out_png
