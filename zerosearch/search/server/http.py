@@ -23,6 +23,7 @@ every field it uses, never interprets request or model text, and sends no CORS h
 
 from __future__ import annotations
 
+import copy
 import io
 import ipaddress
 import json
@@ -65,10 +66,15 @@ def _host_header_name(value: str) -> str:
 
 def token_counter(completer: TextCompleter, tokenizer=None) -> Callable[[list[str]], list[int]]:
     """Prompt lengths as the completer will see them: its tokenizer's ids; without one, UTF-8 bytes (an upper
-    bound for byte-level tokenizers)."""
+    bound for byte-level tokenizers). Handler threads count on a copy of the tokenizer, so they never share
+    one with the generation worker (a fast tokenizer may refuse concurrent use: "Already borrowed")."""
     tok = tokenizer if tokenizer is not None else getattr(completer, "tokenizer", None)
     if tok is None:
         return lambda prompts: [len(p.encode()) for p in prompts]
+    try:
+        tok = copy.deepcopy(tok)
+    except Exception:  # a tokenizer that cannot be copied is shared as it is
+        log.debug("could not copy the tokenizer; counting prompt tokens with the generator's own")
     return lambda prompts: [len(ids) for ids in tok(prompts)["input_ids"]]
 
 
@@ -139,7 +145,7 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
             status = "busy" if st["admitted"] >= st["max_pending"] else "ok"
         body = {"status": status, **{k: st[k] for k in ("queued_requests", "queued_prompts", "running_prompts",
                                                          "running_for_s", "admitted", "max_pending", "batches",
-                                                         "batched_prompts", "mean_batch_prompts",
+                                                         "batched_prompts", "mean_batch_prompts", "requests_done",
                                                          "mean_queue_wait_s")},
                 **self.guard.stats()}  # fmt: skip
         return (503 if status == "stuck" else 200), body
