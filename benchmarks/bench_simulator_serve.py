@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--level-seconds", type=float, default=120.0, help="no new requests after this long in a level")
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per query (default 64 CPU, 256 CUDA)")
     p.add_argument("--temperature", type=float, default=0.8, help="the paper's simulator temperature")
-    p.add_argument("--window-ms", type=float, default=10.0, help="the engine server's batch window")
+    p.add_argument("--window-ms", type=float, default=200.0, help="the engine server's longest batch window")
     p.add_argument("--threads", type=int, default=1, help="CPU: torch threads of each server process")
     p.add_argument("--gpu-dollars-per-hour", type=float, default=DEFAULT_PRICE, help=f"default ${DEFAULT_PRICE}: "
                    f"{PRICE_SOURCE}")

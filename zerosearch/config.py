@@ -96,7 +96,7 @@ class ServeConfig:
     """`zerosearch simulate --serve`: batching and the server's limits (SECURITY.md states each one)."""
 
     max_batch: int = 64  # prompts per generator batch
-    batch_window_ms: float = 10.0  # how long a partial batch waits for more prompts
+    batch_window_ms: float = 200.0  # the longest a partial batch waits for more prompts (see generation/scheduler.py)
     max_concurrency: int = 64  # completion requests admitted at once (queued or generating); more get 503
     max_connections: int = 128  # open connections; at the cap the slowest reader is evicted, else 503
     max_prompts_per_request: int = 256  # prompts times n

@@ -7,6 +7,14 @@ arrival) for more compatible ones, takes up to ``max_batch`` prompts, completes 
 :meth:`~zerosearch.generation.Generator.complete` call (one engine batch) and hands every request its own
 completions. The completer is only ever called from the worker thread, so it needs no lock.
 
+**When to start a batch.** Clients of a simulator run in a closed loop: each sends its next query soon after
+its answer arrives, so after a batch ends its clients come back within milliseconds. The worker starts a batch
+as soon as one of these holds: as many compatible prompts are queued as were admitted at once recently (the
+peak over the last few batch durations; ``max_batch`` when nothing is known), so a lone client never waits
+and returning groups are merged into one batch instead of alternating; no request has arrived for
+``_QUIET_S`` (counted from the end of the previous batch at the earliest), so a burst is taken once it is
+over; or ``batch_window`` has passed since the oldest request arrived or the previous batch ended.
+
 **Shared prefix.** Every simulator prompt starts with the same instruction template; the engine prefills the
 longest common token prefix of each batch once (``generation.shared_prefix``). A prefix declared by the
 caller could never be longer than that common prefix (a prefix must be shared by every row) and finding it
@@ -35,12 +43,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from zerosearch.generation.base import Completion, SamplingParams, TextCompleter
 
 __all__ = ["BatchScheduler", "QueueFull", "Ticket"]
+
+_QUIET_S = 0.025  # a pause in arrivals this long ends the wait for more prompts
 
 
 class QueueFull(RuntimeError):
@@ -94,6 +105,11 @@ class BatchScheduler:
         self._counts = {"batches": 0, "batched_prompts": 0, "requests_done": 0, "requests_cancelled": 0,
                         "requests_rejected": 0, "requests_failed": 0}  # fmt: skip
         self._wait_s = 0.0  # total time requests spent queued before their batch started
+        self._admitted_prompts = 0
+        self._peaks: deque[tuple[float, int]] = deque()  # (time, prompts admitted) at each submission
+        self._free_since = 0.0  # when the worker finished its last batch
+        self._last_arrival = 0.0
+        self._last_batch_s = 0.0
         self._worker = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._worker.start()
 
@@ -111,6 +127,9 @@ class BatchScheduler:
                 self._counts["requests_rejected"] += 1
                 raise QueueFull(f"{self.max_pending} requests are already queued or generating")
             self._admitted.add(ticket)
+            self._admitted_prompts += len(ticket.prompts)
+            self._peaks.append((ticket.arrived, self._admitted_prompts))
+            self._last_arrival = ticket.arrived
             self._queue.append(ticket)
             self._cond.notify_all()
         return ticket
@@ -134,7 +153,7 @@ class BatchScheduler:
             if ticket.state == "queued":
                 self._queue.remove(ticket)
             ticket.state = "cancelled"
-            self._admitted.discard(ticket)
+            self._release(ticket)
             self._counts["requests_cancelled"] += 1
             self._cond.notify_all()
 
@@ -174,8 +193,22 @@ class BatchScheduler:
         if ticket.state != "cancelled":
             ticket.completions, ticket.error, ticket.state = completions, error, "done"
             self._counts["requests_done" if error is None else "requests_failed"] += 1
-        self._admitted.discard(ticket)
+        self._release(ticket)
         ticket.done.set()
+
+    def _release(self, ticket: Ticket) -> None:
+        """Under the lock: free the ticket's admission slot (once)."""
+        if ticket in self._admitted:
+            self._admitted.discard(ticket)
+            self._admitted_prompts -= len(ticket.prompts)
+
+    def _target(self, first: Ticket, now: float) -> int:
+        """Under the lock: prompts worth waiting for, from the peak admitted before ``first`` arrived."""
+        horizon = max(5.0, 4 * self._last_batch_s)
+        while self._peaks and self._peaks[0][0] < now - horizon:
+            self._peaks.popleft()
+        peak = max((n for t, n in self._peaks if t < first.arrived), default=self.max_batch)
+        return min(self.max_batch, peak)
 
     def _compatible_prompts(self, key: tuple) -> int:
         return sum(len(t.prompts) for t in self._queue if t.key == key)
@@ -189,10 +222,13 @@ class BatchScheduler:
                 return None
             first = self._queue[0]
             key = first.key
-            until = first.arrived + self.batch_window
-            while (first.seed is None and self._compatible_prompts(key) < self.max_batch and not self._closed
+            until = max(first.arrived, self._free_since) + self.batch_window
+            target = self._target(first, time.monotonic())
+            while (first.seed is None and self._compatible_prompts(key) < target and not self._closed
                    and self._queue and self._queue[0] is first):  # fmt: skip
-                left = until - time.monotonic()
+                now = time.monotonic()
+                quiet = max(self._last_arrival, self._free_since) + _QUIET_S
+                left = min(until, quiet) - now
                 if left <= 0:
                     break
                 self._cond.wait(left)
@@ -242,4 +278,6 @@ class BatchScheduler:
                     if bad is not None and not isinstance(bad, BaseException):
                         bad = RuntimeError(f"the completer returned {type(bad).__name__}, not a Completion")
                     self._finish(t, completions=None if bad else mine, error=bad)
+                self._free_since = time.monotonic()
+                self._last_batch_s = self._free_since - self._running_since
                 self._running, self._running_since = [], None
