@@ -63,6 +63,9 @@ def test_batch_is_cut_at_max_batch_and_window_is_bounded():
         for t in tickets:
             sched.wait(t, 5)
         assert [c["prompts"] for c in rec.calls] == [["a", "b", "c"], ["d", "e", "f"]]
+        big = _submit_all(sched, [["g", "h", "i", "j"]], seed=3)[0]  # more than max_batch: split, never over it
+        assert [c.text for c in sched.wait(big, 5)] == ["g|4|3", "h|4|3", "i|4|3", "j|4|4"]
+        assert [c["prompts"] for c in rec.calls[2:]] == [["g", "h", "i"], ["j"]]
         lone = _submit_all(sched, [["z"]])[0]
         t1 = time.monotonic()
         sched.wait(lone, 5)

@@ -261,15 +261,18 @@ class BatchScheduler:
             first = batch[0]
             prompts = [p for t in batch for p in t.prompts]
             try:
-                out = list(self.completer.complete(prompts, max_new_tokens=first.max_new_tokens,
-                                                   sampling=first.sampling, stop=first.stop, seed=first.seed))
+                out = []
+                for k, i in enumerate(range(0, len(prompts), self.max_batch)):  # one request may exceed max_batch
+                    seed = None if first.seed is None else first.seed + k
+                    out += self.completer.complete(prompts[i : i + self.max_batch], max_new_tokens=first.max_new_tokens,
+                                                   sampling=first.sampling, stop=first.stop, seed=seed)
                 if len(out) != len(prompts):
                     raise RuntimeError(f"the completer returned {len(out)} completions for {len(prompts)} prompts")
                 error = None
             except Exception as e:  # every waiting request must be answered
                 out, error = [], e
             with self._cond:
-                self._counts["batches"] += 1
+                self._counts["batches"] += -(-len(prompts) // self.max_batch)
                 self._counts["batched_prompts"] += len(prompts)
                 i = 0
                 for t in batch:
