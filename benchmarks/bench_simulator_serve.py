@@ -198,6 +198,7 @@ def run_level(server: Server, prompts: list[str], conc: int, args: argparse.Name
         "queue_wait_share": (wait / max(1, done)) / statistics.mean(lat) if lat else None,
         "early_finish_idle_share": 1 - tokens / max(1, len(records) * args.max_tokens),
         "cost_per_64k": 64000 / qps / 3600 * args.gpu_dollars_per_hour * args.gpus if qps > 0 else None,
+        "first_errors": sorted({str(e)[:120] for _, e in errors})[:3],
     }  # fmt: skip
 
 

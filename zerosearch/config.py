@@ -98,7 +98,7 @@ class ServeConfig:
     max_batch: int = 64  # prompts per generator batch
     batch_window_ms: float = 200.0  # the longest a partial batch waits for more prompts (see generation/scheduler.py)
     max_concurrency: int = 64  # completion requests admitted at once (queued or generating); more get 503
-    max_connections: int = 128  # open connections; at the cap the slowest reader is evicted, else 503
+    max_connections: int = 128  # open connections; at the cap the longest-reading one is evicted, else 503
     max_prompts_per_request: int = 256  # prompts times n
     max_prompt_tokens: int = 4096  # longer prompts get 400 before queueing
     max_tokens_cap: int = 2048  # largest max_tokens accepted

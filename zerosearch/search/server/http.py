@@ -100,6 +100,7 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
         self.created = int(time.time())
         self.loopback_only = is_loopback(address[0])
         self.guard = ConnectionGuard(max_connections, read_timeout=request_timeout)
+        self.request_queue_size = max_connections  # listen backlog: a burst of clients must not have SYNs dropped
         super().__init__(address, _Handler)  # binds first: a bad address fails before the worker starts
         self.scheduler = BatchScheduler(completer, max_batch=max_batch, batch_window=batch_window_ms / 1000,
                                         max_pending=max_concurrency)
