@@ -20,7 +20,8 @@ left idle by rows that finished before their batch did.
 CPU default: the toy simulator (`zerosearch.toy.assets.ensure_toy_assets`, Qwen2 hidden 128, 2 layers), float32.
 CUDA: ``--model qwen2.5-3b`` or ``qwen2.5-7b`` builds a randomly initialised Qwen2 of that size (bfloat16) in
 each server process; the toy tokenizer and prompts are used (ids it cannot decode are dropped from the text,
-token counts are unaffected). ``--out FILE`` writes the numbers as JSON.
+token counts are unaffected). ``--model-path DIR`` serves a real checkpoint instead (its own tokenizer; output
+lengths then vary as a trained simulator's do). ``--out FILE`` writes the numbers as JSON.
 """
 
 from __future__ import annotations
@@ -83,7 +84,12 @@ def child(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     assets = ensure_toy_assets(args.cache, seed=0)
     tok = assets.load_tokenizer()
-    if args.model == "toy":
+    if args.model_path:
+        from zerosearch.hf.loading import load_tokenizer
+
+        tok = load_tokenizer(args.model_path)
+        model = load_causal_lm(args.model_path, args.dtype, args.device)
+    elif args.model == "toy":
         model = load_causal_lm(str(assets.simulator_dir), args.dtype, args.device, attn_implementation="sdpa")
     else:
         from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--model", choices=["toy", *QWEN_SIZES], default=None,
                    help="default: toy on CPU, qwen2.5-3b on CUDA")
+    p.add_argument("--model-path", default="", help="a local HF checkpoint (with its tokenizer) instead of --model")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default float32 on CPU, else bf16")
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
     p.add_argument("--rounds", type=int, default=3, help="requests per client per concurrency level")
@@ -252,9 +259,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from zerosearch.toy.assets import ensure_toy_assets
 
     prompts = simulator_prompts(ensure_toy_assets(args.cache, seed=0), 512)
-    passthrough = ["--device", args.device, "--model", args.model, "--dtype", args.dtype, "--threads",
-                   str(args.threads), "--cache", args.cache, "--window-ms", str(args.window_ms), "--concurrency",
-                   ",".join(map(str, args.concurrency)), "--max-tokens", str(args.max_tokens)]  # fmt: skip
+    passthrough = ["--device", args.device, "--model", args.model, "--model-path", args.model_path, "--dtype",
+                   args.dtype, "--threads", str(args.threads), "--cache", args.cache, "--window-ms",
+                   str(args.window_ms), "--concurrency", ",".join(map(str, args.concurrency)), "--max-tokens",
+                   str(args.max_tokens)]  # fmt: skip
     check = prompts[:8]
     load_before = os.getloadavg()[0]
     rows: list[dict] = []
