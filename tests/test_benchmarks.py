@@ -66,6 +66,23 @@ def test_benchmark_writes_ratios(case: str, tmp_path: Path) -> None:
         assert row["candidate_s"] > 0 and row["reference_s"] > 0
 
 
+@pytest.mark.slow
+def test_simulator_serve_benchmark_smoke(tmp_path: Path) -> None:
+    """Both real server processes come up, every query is answered, and the cost follows the stated formula."""
+    out = tmp_path / "serve.json"
+    rows = _bench("bench_simulator_serve").main(["--quick", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    doc = json.loads(out.read_text())
+    assert doc["results"] == json.loads(json.dumps(rows))
+    assert sorted((r["side"], r["concurrency"]) for r in rows) == [("engine", 1), ("engine", 2), ("hf", 1), ("hf", 2)]
+    meta = doc["meta"]
+    assert meta["greedy_agreement"] >= 0.75 and (meta["paper_cost"], meta["google_cost"]) == (70.8, 586.7)
+    for r in rows:
+        assert r["errors"] == 0 and r["queries"] == r["concurrency"] and r["p99_ms"] >= r["p50_ms"] > 0
+        assert r["cost_per_64k"] == pytest.approx(64000 / r["queries_per_s"] / 3600 * meta["gpu_dollars_per_hour"])
+        assert 0 < r["doc_tokens_per_s"] <= 4 * r["queries_per_s"] + 1e-9  # at most 4 new tokens per query
+    assert all(r["speedup_vs_hf"] > 0 for r in rows if r["side"] == "engine")
+
+
 def test_harness_compare_rejects_wrong_candidate() -> None:
     import torch
 

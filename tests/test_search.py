@@ -195,8 +195,17 @@ class _FakeCompletions(FakeJsonServer):
     route = "/v1"
 
     def respond(self, body: dict, mode: str, headers: dict[str, str]) -> bytes:
-        query = body["prompt"].split("Query: ")[1].split(" Useful Output")[0]
-        return json.dumps({"choices": [{"text": f" Doc 1: about {query}\nDoc 2: more on {query}"}]}).encode()
+        def docs(prompt: str) -> str:
+            query = prompt.split("Query: ")[1].split(" Useful Output")[0]
+            return f" Doc 1: about {query}\nDoc 2: more on {query}"
+
+        if isinstance(body["prompt"], str):
+            return json.dumps({"choices": [{"text": docs(body["prompt"])}]}).encode()
+        # A list: one choice per prompt, matched by "index" (sent in reverse to show order is not assumed).
+        choices = [{"index": i, "text": docs(p), "finish_reason": "stop"} for i, p in enumerate(body["prompt"])]
+        k = len(choices)
+        return json.dumps({"choices": choices[::-1], "usage": {"prompt_tokens": 10 * k, "completion_tokens": 7 * k,
+                                                               "total_tokens": 17 * k}}).encode()
 
 
 @pytest.fixture
@@ -260,6 +269,45 @@ def test_openai_concurrency_bound(server):
     assert not any(r.fallback for r in res)
     assert len(server.requests) == 9
     assert 2 <= server.max_inflight <= 3
+
+
+def test_openai_list_mode_sends_batch_prompts_per_request(server):
+    sim = _client(server, batch_prompts=3, concurrency=2)
+    res = sim.search(_qs(7))
+    assert [r.documents for r in res] == [[f"about q{i}", f"more on q{i}"] for i in range(7)]
+    assert [len(r["body"]["prompt"]) for r in server.requests] in ([3, 3, 1], [3, 1, 3], [1, 3, 3])
+    assert sim.stats()["http_attempts"] == 3 and sim.client.lists_accepted
+
+
+def test_openai_list_mode_failures_are_bounded_per_request(server):
+    server.modes = ["500"]
+    sim = _client(server, batch_prompts=4, max_retries=1)
+    res = sim.search(_qs(6))
+    assert all(r.fallback and r.documents == [UNAVAILABLE_DOCS] for r in res)
+    assert len(server.requests) == 2 * 2  # two lists, two attempts each
+    assert sim.stats()["fallbacks"] == 6
+
+
+@pytest.mark.parametrize("body", [
+    {"choices": [{"index": 0, "text": "a"}]},  # one choice for two prompts
+    {"choices": [{"index": 0, "text": "a"}, {"index": 0, "text": "b"}]},  # an index twice
+    {"choices": [{"index": 0, "text": "a"}, {"index": 2, "text": "b"}]},  # an index out of range
+])
+def test_openai_list_response_must_answer_every_prompt_once(body):
+    from zerosearch.search.openai_client import _completions
+
+    with pytest.raises((ValueError, TypeError)):
+        _completions(json.dumps(body).encode(), 2)
+
+
+def test_openai_list_usage_is_split_over_prompts():
+    from zerosearch.search.openai_client import _completions
+
+    body = {"choices": [{"index": 1, "text": "b"}, {"index": 0, "text": "a"}, {"index": 2, "text": "c"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+    out = _completions(json.dumps(body).encode(), 3)
+    assert [c.text for c in out] == ["a", "b", "c"]
+    assert [c.prompt_tokens for c in out] == [4, 3, 3] and [c.completion_tokens for c in out] == [2, 2, 1]
 
 
 def test_openai_dead_server():

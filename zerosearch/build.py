@@ -82,8 +82,8 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
         if not s.base_url:
             raise ValueError("search.backend=openai needs search.base_url (e.g. http://localhost:8000/v1)")
         return OpenAISimulator(s.base_url, s.model, timeout=s.timeout, max_retries=s.max_retries,
-                               concurrency=s.concurrency, curriculum=curriculum, seed=cfg.seed, top_k=s.top_k,
-                               temperature=s.temperature, max_tokens=s.max_new_tokens,
+                               concurrency=s.concurrency, batch_prompts=s.batch_prompts, curriculum=curriculum,
+                               seed=cfg.seed, top_k=s.top_k, temperature=s.temperature, max_tokens=s.max_new_tokens,
                                answer_in_noisy=s.answer_in_noisy)
     if s.backend == "retriever":
         if not s.retriever_url:

@@ -79,8 +79,9 @@ class SearchConfig:
     top_k: int = 5
     timeout: float = 30.0
     max_retries: int = 3
-    concurrency: int = 8
+    concurrency: int = 8  # HTTP requests in flight at once (openai, web)
     # the simulator (backend simulator or openai)
+    batch_prompts: int = 32  # openai: prompts per /v1/completions request (list form); 1 = one prompt per request
     base_url: str = ""  # openai-compatible server, e.g. http://localhost:8000/v1
     model: str = ""
     temperature: float = 0.8
@@ -92,6 +93,22 @@ class SearchConfig:
     web_api_key_env: str = "SERPER_API_KEY"  # name of the env variable holding the web API key (never the key)
     dense_encoder_path: str = ""  # local E5-style encoder dir for backend=dense (corpus: data.corpus_path)
     dense_index_cache: str = ""  # optional .pt cache of the dense passage embeddings
+
+
+@dataclass
+class ServeConfig:
+    """`zerosearch simulate --serve`: batching and the server's limits (SECURITY.md states each one)."""
+
+    max_batch: int = 64  # prompts per generator batch
+    batch_window_ms: float = 200.0  # the longest a partial batch waits for more prompts (see generation/scheduler.py)
+    max_concurrency: int = 64  # completion requests admitted at once (queued or generating); more get 503
+    max_connections: int = 128  # open connections; at the cap the longest-reading one is evicted, else 503
+    max_prompts_per_request: int = 256  # prompts times n
+    max_prompt_tokens: int = 4096  # longer prompts get 400 before queueing
+    max_tokens_cap: int = 2048  # largest max_tokens accepted
+    max_body_bytes: int = 1_000_000
+    request_timeout: float = 30.0  # seconds to receive a whole request (request line, headers and body)
+    generation_timeout: float = 60.0  # seconds a request may wait for its completion; then 504
 
 
 @dataclass
@@ -141,6 +158,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 

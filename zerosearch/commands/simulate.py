@@ -14,8 +14,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="print the simulator's documents for one query, or serve the simulator",
                        description="Print the simulator's documents for one query (--query), or, with --serve, "
                        "serve model.simulator_path as an OpenAI-compatible /v1/completions server that "
-                       "`search.backend=openai` runs can use (see SECURITY.md). The server generates with the "
-                       "configured generation.backend (engine by default).")
+                       "`search.backend=openai` runs can use (see SECURITY.md). The server batches concurrent "
+                       "requests (up to serve.max_batch prompts) and generates with the configured "
+                       "generation.backend (engine by default); its limits are the config section serve.*.")
     p.add_argument("--query", help="the search query (required unless --serve)")
     p.add_argument("--question", default="")
     p.add_argument("--answer", action="append", default=[], help="gold answer (repeatable)")
@@ -24,10 +25,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="serve the simulator over HTTP (POST /v1/completions, GET /v1/models, GET /health)")
     p.add_argument("--host", default="127.0.0.1",
                    help="--serve: address to bind (default 127.0.0.1; anything else is reachable from other hosts)")
-    p.add_argument("--port", type=int, default=8000, help="--serve: port (default 8000; 0 picks a free one)")
-    p.add_argument("--max-concurrency", type=int, default=4,
-                   help="--serve: completion requests handled at once; more get HTTP 503 (default 4)")
+    p.add_argument("--port", type=_port, default=8000, help="--serve: port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-concurrency", type=int, default=None,
+                   help="--serve: completion requests admitted at once, queued or generating; more get HTTP 503 "
+                   "(default: serve.max_concurrency)")
     return p
+
+
+def _port(text: str) -> int:
+    """A TCP port, checked while the arguments are parsed (long before the model loads)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in [0, 65535], got {port}")
+    return port
 
 
 def run(cfg: RunConfig, args, progress: bool) -> int:
@@ -35,11 +48,18 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
     from zerosearch.search import NoiseCurriculum, SearchRequest
 
     if args.serve:
-        from zerosearch.search.server import serve
+        import dataclasses
 
+        from zerosearch.search.server import check_listen_address, resolve_limits, serve
+
+        limits = dataclasses.asdict(cfg.serve)
+        if args.max_concurrency is not None:
+            limits["max_concurrency"] = args.max_concurrency
+        resolve_limits(limits)  # bad limits, a bad or busy address: fail before the model loads
+        check_listen_address(args.host, args.port)
         tok, model = load_simulator(cfg)
         serve(build_generator(cfg, model, tok), model_name=simulator_name(cfg), host=args.host, port=args.port,
-              max_concurrency=args.max_concurrency)
+              **limits)
         return 0
     if not args.query:
         raise ValueError("--query is required (or use --serve)")

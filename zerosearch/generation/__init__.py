@@ -13,13 +13,16 @@ from zerosearch.generation.base import (
 )
 from zerosearch.generation.engine import EngineGenerator
 from zerosearch.generation.hf import HFGenerator
+from zerosearch.generation.scheduler import BatchScheduler, QueueFull
 
 __all__ = [
+    "BatchScheduler",
     "Completion",
     "EngineGenerator",
     "GenerationOutput",
     "Generator",
     "HFGenerator",
+    "QueueFull",
     "SamplingParams",
     "TextCompleter",
     "apply_stop",

@@ -22,9 +22,17 @@ T = TypeVar("T")
 class RetryableError(RuntimeError):
     """A failure worth another attempt (timeout, connection error, 5xx/429, unparseable body)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when there was one
+
 
 class ServerError(RuntimeError):
     """A failure that another attempt will not fix (e.g. 4xx: bad model name, bad request)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class JsonPoster:
@@ -62,8 +70,8 @@ class JsonPoster:
         except urllib.error.HTTPError as e:
             e.close()
             if e.code >= 500 or e.code == 429:
-                raise RetryableError(f"HTTP {e.code}") from e
-            raise ServerError(f"HTTP {e.code}: {e.reason}") from e
+                raise RetryableError(f"HTTP {e.code}", e.code) from e
+            raise ServerError(f"HTTP {e.code}: {e.reason}", e.code) from e
         except (OSError, http.client.HTTPException) as e:  # URLError, socket timeouts and resets are OSErrors
             raise RetryableError(f"{type(e).__name__}: {e}") from e
         try:

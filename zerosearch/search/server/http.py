@@ -1,34 +1,50 @@
 """The simulator behind a small OpenAI-compatible HTTP server (`/v1/completions`, `/v1/models`, `/health`).
 
 Why: a training run on another machine (or several runs) can then share one simulator through the same
-`OpenAISimulator` client that talks to vLLM/SGLang, without installing either. Only the stdlib
-`http.server` is used, so serving adds no dependency.
+`OpenAISimulator` client that talks to vLLM/SGLang, without installing either. Requests go through a
+:class:`~zerosearch.generation.BatchScheduler`: concurrent requests are completed together as one engine batch.
+
+Why the standard library and not an ASGI stack (uvicorn + starlette/FastAPI, as vLLM and SGLang use): the
+guarantees this server must give are about *reading* requests — one deadline for request line, headers and
+body, and a connection cap that slow clients cannot fill — and about bounded queueing in front of one
+generation worker. uvicorn has no deadline covering request transmission (its keep-alive timeout is reset by
+every received byte and ASGI middleware only runs once a request is parsed), so it would need the same
+protocol-level work as here, plus a dependency; generation is one worker thread driving the engine, which
+async I/O does not speed up; and a handful of trainer clients fit thread-per-connection, whose thread count
+the connection cap bounds. `connections.py` gives the read guarantees with the standard library.
 
 The server is meant for a trusted network and is defensive by default (see SECURITY.md): it binds to
 loopback unless told otherwise, reads at most `max_body_bytes` of a body (larger declared bodies get 413
-before any of it is read), runs at most `max_concurrency` completion requests at a time (more get 503 at
-once instead of queueing), validates every field it uses, caps prompts and tokens per request, never
-interprets request or model text (no eval, no templates, no file paths), and sends no CORS headers.
+before any of it is read), must receive a whole request within `request_timeout`, admits at most
+`max_concurrency` completion requests (queued or generating; more get 503 at once), refuses prompts over
+`max_prompt_tokens` before queueing, answers 504 when generation exceeds `generation_timeout`, validates
+every field it uses, never interprets request or model text, and sends no CORS headers.
 """
 
 from __future__ import annotations
 
+import copy
+import io
 import ipaddress
 import json
 import logging
+import select
 import socket
 import sys
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from zerosearch.generation.base import Completion, SamplingParams, TextCompleter
+from zerosearch.generation.scheduler import BatchScheduler, QueueFull, Ticket
+from zerosearch.search.server.connections import ConnectionGuard, ConnState, DeadlineReader
 from zerosearch.search.server.request import BadRequest, parse_completion_request
 
 log = logging.getLogger(__name__)
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+_POLL_S = 0.25  # how often a request waiting for generation checks whether its client hung up
 
 
 def is_loopback(host: str) -> bool:
@@ -48,36 +64,51 @@ def _host_header_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-class SimulatorHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer carrying the completer and the limits; one thread per connection, bounded.
+def token_counter(completer: TextCompleter, tokenizer=None) -> Callable[[list[str]], list[int]]:
+    """Prompt lengths as the completer will see them: its tokenizer's ids; without one, UTF-8 bytes (an upper
+    bound for byte-level tokenizers). Handler threads count on a copy of the tokenizer, so they never share
+    one with the generation worker (a fast tokenizer may refuse concurrent use: "Already borrowed")."""
+    tok = tokenizer if tokenizer is not None else getattr(completer, "tokenizer", None)
+    if tok is None:
+        return lambda prompts: [len(p.encode()) for p in prompts]
+    try:
+        tok = copy.deepcopy(tok)
+    except Exception:  # a tokenizer that cannot be copied is shared as it is
+        log.debug("could not copy the tokenizer; counting prompt tokens with the generator's own")
+    return lambda prompts: [len(ids) for ids in tok(prompts)["input_ids"]]
 
-    The completer (a local :class:`~zerosearch.generation.Generator`) is not safe to use from several threads
-    at once, so completions take turns on it under ``model_lock``.
-    """
+
+class SimulatorHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer carrying the scheduler and the limits; one thread per connection, bounded."""
 
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], *, completer: TextCompleter, model_name: str,
                  max_body_bytes: int, max_concurrency: int, max_prompts_per_request: int, max_tokens_cap: int,
-                 request_timeout: float, max_connections: int):
+                 max_prompt_tokens: int, request_timeout: float, generation_timeout: float, max_connections: int,
+                 max_batch: int, batch_window_ms: float, count_tokens: Callable[[list[str]], list[int]]):  # fmt: skip
         self.completer = completer
-        self.model_lock = threading.Lock()
         self.model_name = model_name
         self.max_body_bytes = max_body_bytes
         self.max_prompts_per_request = max_prompts_per_request
         self.max_tokens_cap = max_tokens_cap
+        self.max_prompt_tokens = max_prompt_tokens
         self.request_timeout = request_timeout
+        self.generation_timeout = generation_timeout
+        self.count_tokens = count_tokens
         self.created = int(time.time())
         self.loopback_only = is_loopback(address[0])
-        self.slots = threading.BoundedSemaphore(max_concurrency)
-        self.connections = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, _Handler)
+        self.guard = ConnectionGuard(max_connections, read_timeout=request_timeout)
+        self.request_queue_size = max_connections  # listen backlog: a burst of clients must not have SYNs dropped
+        super().__init__(address, _Handler)  # binds first: a bad address fails before the worker starts
+        self.scheduler = BatchScheduler(completer, max_batch=max_batch, batch_window=batch_window_ms / 1000,
+                                        max_pending=max_concurrency)
 
     def process_request(self, request, client_address):
-        # Each connection costs a thread; past `max_connections` open ones (e.g. slow clients that hold a
-        # socket until request_timeout) new connections are answered 503 and closed on the accept thread.
-        if not self.connections.acquire(blocking=False):
+        # Each connection costs a thread; at the cap the longest slow reader is evicted, and when every
+        # connection is doing real work the new one is answered 503 and closed on the accept thread.
+        if self.guard.admit(request) is None:
             try:
                 request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
                                 b"Connection: close\r\n\r\n")
@@ -88,8 +119,14 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.connections.release()
+            self.guard.release(request)
             raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.guard.release(request)
 
     def handle_error(self, request, client_address) -> None:
         """A client that hung up is routine; anything else is logged with its traceback (not printed)."""
@@ -99,11 +136,24 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
         else:
             log.exception("error while handling a request from %s", client_address)
 
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.connections.release()
+    def health(self) -> tuple[int, dict]:
+        """503 "stuck" when the worker is dead or one batch has run past the generation deadline; otherwise 200,
+        "busy" while every admission slot is taken, else "ok"; with the queue's numbers."""
+        st = self.scheduler.stats()
+        if not st["worker_alive"] or st["running_for_s"] > self.generation_timeout:
+            status = "stuck"
+        else:
+            status = "busy" if st["admitted"] >= st["max_pending"] else "ok"
+        body = {"status": status, **{k: st[k] for k in ("queued_requests", "queued_prompts", "running_prompts",
+                                                         "running_for_s", "admitted", "max_pending", "batches",
+                                                         "batched_prompts", "mean_batch_prompts", "requests_done",
+                                                         "mean_queue_wait_s")},
+                **self.guard.stats()}  # fmt: skip
+        return (503 if status == "stuck" else 200), body
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.scheduler.close()
 
 
 class _V6Server(SimulatorHTTPServer):
@@ -114,13 +164,23 @@ class _Handler(BaseHTTPRequestHandler):
     server: SimulatorHTTPServer
     server_version = "zerosearch-simulator"
     protocol_version = "HTTP/1.0"  # one request per connection: no idle keep-alive threads
+    disable_nagle_algorithm = True  # headers and body are separate writes; do not wait for a delayed ACK
 
     def version_string(self) -> str:
         return self.server_version  # do not advertise the Python version
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout  # socket timeout: a slow client cannot hold a thread forever
+        self.timeout = self.server.request_timeout  # socket timeout for writing the reply
         super().setup()
+        self.rfile.close()  # replaced by a reader bounded by the whole request's deadline
+        state = self.server.guard.state(self.request) or ConnState(self.request, 0.0)
+        self.conn_state = state
+        self.rfile = io.BufferedReader(DeadlineReader(state))
+
+    def _request_in(self) -> None:
+        """The whole request has arrived: stop the read deadline, become non-evictable."""
+        self.server.guard.request_read(self.conn_state)
+        self.connection.settimeout(self.server.request_timeout)
 
     def log_message(self, fmt: str, *args) -> None:
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -181,14 +241,15 @@ class _Handler(BaseHTTPRequestHandler):
         return host is None or _host_header_name(host) in _LOOPBACK_NAMES
 
     def do_GET(self) -> None:
+        self._request_in()
         if not self._host_ok():
             return self._send_error_json(403, "Host header not allowed", "forbidden")
         route = self._route()
         if route == "/health":
-            return self._send_json(200, {"status": "ok"})
+            return self._send_json(*self.server.health())
         if route == "/v1/models":
             card = {"id": self.server.model_name, "object": "model", "created": self.server.created,
-                    "owned_by": "zerosearch"}
+                    "owned_by": "zerosearch", "root": self.server.model_name}
             return self._send_json(200, {"object": "list", "data": [card]})
         if route == "/v1/completions":
             return self._send_error_json(405, "use POST for /v1/completions", extra_headers={"Allow": "POST"})
@@ -196,22 +257,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if not self._host_ok():
+            self._request_in()
             return self._send_error_json(403, "Host header not allowed", "forbidden")
         route = self._route()
         if route != "/v1/completions":
+            self._request_in()
             return self._send_error_json(404, f"no route {route!r}", "not_found_error")
         req = self._parse_completion()
         if req is None:
             return
-        # The slot is taken only once the body is in, so slow uploads (bounded by max_connections and the
-        # read deadline) cannot starve generation; a full server answers 503 at once instead of queueing.
-        if not self.server.slots.acquire(blocking=False):
-            return self._send_error_json(503, "server busy: too many concurrent requests, retry later",
-                                         "server_busy", extra_headers={"Retry-After": "1"})
-        try:
-            completions = self._generate(req)
-        finally:
-            self.server.slots.release()  # before replying, so a client that got its answer finds the slot free
+        ticket = self._submit(req)
+        if ticket is None:
+            return
+        completions = self._await(ticket)
         if completions is not None:
             self._reply(req, completions)
 
@@ -235,12 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
             # Requiring JSON also means a browser page cannot send this cross-site without a CORS preflight,
             # which this server never grants.
             raise BadRequest("Content-Type must be application/json", status=415)
-        # One deadline for the whole body, not just per read: a client trickling bytes is cut off too.
-        deadline = time.monotonic() + self.server.request_timeout
-        chunks, got = [], 0
+        chunks, got = [], 0  # every read is bounded by the request's deadline (DeadlineReader)
         while got < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError
             chunk = self.rfile.read1(min(65536, n - got))
             if not chunk:
                 raise BadRequest("request body shorter than Content-Length")
@@ -252,13 +306,24 @@ class _Handler(BaseHTTPRequestHandler):
         """The validated request, or None once an error reply has been sent."""
         srv = self.server
         try:
-            raw = self._read_body()
+            try:
+                raw = self._read_body()
+            finally:
+                self._request_in()
             try:
                 body = json.loads(raw)
+            except RecursionError:
+                raise BadRequest("invalid JSON: nested too deeply") from None
             except (UnicodeDecodeError, ValueError) as e:
                 raise BadRequest(f"invalid JSON: {e}") from None
-            return parse_completion_request(body, model_name=srv.model_name, max_prompts=srv.max_prompts_per_request,
-                                            max_tokens_cap=srv.max_tokens_cap)
+            req = parse_completion_request(body, model_name=srv.model_name, max_prompts=srv.max_prompts_per_request,
+                                           max_tokens_cap=srv.max_tokens_cap)
+            lengths = srv.count_tokens(req["prompts"])
+            over = next(((i, k) for i, k in enumerate(lengths) if k > srv.max_prompt_tokens), None)
+            if over is not None:
+                raise BadRequest(f"prompt {over[0]} has {over[1]} tokens, more than max_prompt_tokens="
+                                 f"{srv.max_prompt_tokens}", param="prompt")
+            return req
         except BadRequest as e:
             self._send_error_json(e.status, str(e), e.err_type, e.param)
             if e.status in (411, 413, 415):
@@ -272,28 +337,52 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return None
 
-    def _generate(self, req: dict) -> list[Completion] | None:
-        """One completion per prompt, or None once a 500 has been sent."""
-        srv = self.server
+    def _submit(self, req: dict) -> Ticket | None:
         temperature = req["temperature"]
         sampling = (SamplingParams(greedy=True) if temperature <= 0.0 else
                     SamplingParams(temperature=temperature, top_p=req["top_p"]))
+        n = req["n"]
+        prompts = [p for p in req["prompts"] for _ in range(n)]  # choice i * n + j = sample j of prompt i
         try:
-            with srv.model_lock:
-                out = list(srv.completer.complete(req["prompts"], max_new_tokens=req["max_tokens"], sampling=sampling,
-                                                  stop=req["stop"]))
-            if len(out) != len(req["prompts"]) or not all(isinstance(c, Completion) for c in out):
-                raise RuntimeError(f"the completer returned {len(out)} items for {len(req['prompts'])} prompts")
+            return self.server.scheduler.submit(prompts, max_new_tokens=req["max_tokens"], sampling=sampling,
+                                                stop=req["stop"], seed=req["seed"])
+        except QueueFull:
+            self._send_error_json(503, "server busy: too many queued requests, retry later", "server_busy",
+                                  extra_headers={"Retry-After": "1"})
+            return None
+
+    def _client_gone(self) -> bool:
+        """The client closed its side (it gave up): nothing is left to answer."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _await(self, ticket: Ticket) -> list[Completion] | None:
+        """The completions, or None once a 504/500 has been sent or the client has left."""
+        sched = self.server.scheduler
+        end = time.monotonic() + self.server.generation_timeout
+        while not ticket.done.is_set() and time.monotonic() < end:
+            if not ticket.done.wait(min(_POLL_S, max(0.0, end - time.monotonic()))) and self._client_gone():
+                sched.cancel(ticket)
+                log.debug("client left before its completion was ready")
+                return None
+        try:
+            return sched.wait(ticket, 0)
+        except TimeoutError:
+            self._send_error_json(504, f"generation did not finish within {self.server.generation_timeout:g} s; "
+                                  "retry later", "timeout", extra_headers={"Retry-After": "1"})
         except Exception:
             log.exception("generation failed")
             self._send_error_json(500, "generation failed", "server_error")
-            return None
-        return out
+        return None
 
     def _reply(self, req: dict, completions: list[Completion]) -> None:
+        n = req["n"]
         choices = [{"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
                    for i, c in enumerate(completions)]
-        prompt_tokens = sum(c.prompt_tokens for c in completions)
+        prompt_tokens = sum(c.prompt_tokens for c in completions[::n])  # each prompt counted once, as vLLM does
         completion_tokens = sum(c.completion_tokens for c in completions)
         self._send_json(200, {
             "id": f"cmpl-{uuid.uuid4().hex}",
@@ -304,57 +393,3 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
-
-
-def make_server(
-    completer: TextCompleter,
-    *,
-    model_name: str,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    max_body_bytes: int = 1_000_000,
-    max_concurrency: int = 4,
-    max_prompts_per_request: int = 256,
-    max_tokens_cap: int = 2048,
-    request_timeout: float = 30.0,
-    max_connections: int = 64,
-) -> SimulatorHTTPServer:
-    """A bound (not yet serving) server; call `serve_forever()` on it, `shutdown()` + `server_close()` to stop.
-
-    `port=0` picks a free port (read it from `server.server_address[1]`). `request_timeout` is the socket
-    timeout for reading a request and writing the reply; generation itself is bounded by `max_tokens_cap`
-    and `max_prompts_per_request`, not interrupted.
-    """
-    if not model_name:
-        raise ValueError("model_name must be non-empty")
-    for name, value in (("max_body_bytes", max_body_bytes), ("max_concurrency", max_concurrency),
-                        ("max_prompts_per_request", max_prompts_per_request), ("max_tokens_cap", max_tokens_cap),
-                        ("max_connections", max_connections)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1")
-    if request_timeout <= 0:
-        raise ValueError("request_timeout must be > 0")
-    if not is_loopback(host):
-        log.warning("binding the simulator server to %s: it is reachable from other machines and has no "
-                    "authentication; expose it only on a trusted network", host)
-    cls = _V6Server if ":" in host else SimulatorHTTPServer
-    return cls((host, port), completer=completer, model_name=model_name, max_body_bytes=max_body_bytes,
-               max_concurrency=max_concurrency, max_prompts_per_request=max_prompts_per_request,
-               max_tokens_cap=max_tokens_cap, request_timeout=request_timeout,
-               max_connections=max(max_connections, max_concurrency))
-
-
-def serve(completer: TextCompleter, *, model_name: str, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
-    """Serve ``completer`` until interrupted (the entry of ``zerosearch simulate --serve``)."""
-    try:
-        server = make_server(completer, model_name=model_name, host=host, port=port, **limits)
-    except OSError as e:  # port in use, address not local, ...: a usage error, reported without a traceback
-        raise ValueError(f"cannot listen on {host}:{port}: {e}") from e
-    shown = f"[{host}]" if ":" in host else host
-    log.info("serving simulator %r on http://%s:%d/v1 (Ctrl-C to stop)", model_name, shown, server.server_address[1])
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        log.info("stopping")
-    finally:
-        server.server_close()

@@ -19,6 +19,7 @@ class BadRequest(Exception):
 
 
 _UNSUPPORTED_TRUTHY = ("stream", "echo", "logprobs", "suffix")
+MAX_N = 16  # samples per prompt
 
 
 def _number(body: dict, key: str, default: float, low: float, high: float, *, low_open: bool = False) -> float:
@@ -34,11 +35,40 @@ def _number(body: dict, key: str, default: float, low: float, high: float, *, lo
     return value
 
 
-def parse_completion_request(body: Any, *, model_name: str, max_prompts: int, max_tokens_cap: int) -> dict:
+def _prompts(body: dict) -> list[str]:
+    prompt = body["prompt"]
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompts = list(prompt)
+    else:
+        raise BadRequest("'prompt' must be a string or a non-empty list of strings (token ids are not supported)",
+                         param="prompt")
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
+    if empty:
+        raise BadRequest(f"prompt {empty[0]} is empty or only whitespace", param="prompt")
+    return prompts
+
+
+def _integer(body: dict, key: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"'{key}' must be an integer", param=key)
+    if not low <= value <= high:
+        raise BadRequest(f"'{key}' must be in [{low}, {high}], got {value}", param=key)
+    return value
+
+
+def parse_completion_request(body: Any, *, model_name: str, max_prompts: int, max_tokens_cap: int,
+                             max_n: int = MAX_N) -> dict:  # fmt: skip
     """Check a decoded `/v1/completions` body; return the normalised fields or raise BadRequest.
 
     Unknown fields are ignored (clients send extras such as `user`), but fields whose meaning this server
-    cannot honour (streaming, echo, logprobs, n > 1) are refused rather than silently dropped.
+    cannot honour (streaming, echo, logprobs, suffix, best_of other than n) are refused rather than silently
+    dropped. `n` samples per prompt are returned prompt by prompt, as vLLM and SGLang order them (choice
+    `i * n + j` is sample `j` of prompt `i`); `max_prompts` bounds prompts times `n`.
     """
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -51,34 +81,18 @@ def parse_completion_request(body: Any, *, model_name: str, max_prompts: int, ma
 
     if "prompt" not in body:
         raise BadRequest("'prompt' is required", param="prompt")
-    prompt = body["prompt"]
-    if isinstance(prompt, str):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = list(prompt)
-    else:
-        raise BadRequest("'prompt' must be a string or a non-empty list of strings (token ids are not supported)",
-                         param="prompt")
-    if len(prompts) > max_prompts:
-        raise BadRequest(f"at most {max_prompts} prompts per request, got {len(prompts)}", param="prompt")
-
-    max_tokens = body.get("max_tokens", 16)
-    if max_tokens is None:
-        max_tokens = 16
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise BadRequest("'max_tokens' must be an integer", param="max_tokens")
-    if not 1 <= max_tokens <= max_tokens_cap:
-        raise BadRequest(f"'max_tokens' must be in [1, {max_tokens_cap}], got {max_tokens}", param="max_tokens")
-
+    prompts = _prompts(body)
+    max_tokens = _integer(body, "max_tokens", 16, 1, max_tokens_cap)
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)
-
-    n = body.get("n", 1)
-    if n is not None and (isinstance(n, bool) or n != 1):
-        raise BadRequest("only n=1 is supported", param="n")
+    n = _integer(body, "n", 1, 1, max_n)
+    if len(prompts) * n > max_prompts:
+        raise BadRequest(f"at most {max_prompts} prompts (times n) per request, got {len(prompts)} x {n}",
+                         param="prompt")
     best_of = body.get("best_of")
-    if best_of is not None and (isinstance(best_of, bool) or best_of != 1):
-        raise BadRequest("only best_of=1 is supported", param="best_of")
+    if best_of is not None and (isinstance(best_of, bool) or best_of != n):
+        raise BadRequest("best_of must equal n (no ranking of samples is done)", param="best_of")
+    seed = _integer(body, "seed", None, 0, 2**63 - 1)
     for key in _UNSUPPORTED_TRUTHY:
         if body.get(key):
             raise BadRequest(f"'{key}' is not supported by this server", param=key)
@@ -95,4 +109,4 @@ def parse_completion_request(body: Any, *, model_name: str, max_prompts: int, ma
     stops = [s for s in stops if s]
 
     return {"prompts": prompts, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-            "stop": stops}
+            "stop": stops, "n": n, "seed": seed}
