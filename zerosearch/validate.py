@@ -269,6 +269,16 @@ def _test_data(cfg: RunConfig, r: Report) -> None:
     r.notes.append(f"data.test_path: {n} questions")
 
 
+def _serve(cfg: RunConfig, r: Report) -> None:
+    """The simulator server's limits (`serve.*`), checked the way `simulate --serve` checks them."""
+    from zerosearch.search.server.serve import resolve_limits
+
+    try:
+        resolve_limits(dataclasses.asdict(cfg.serve))
+    except ValueError as e:
+        r.errors.append(f"serve.{e}")
+
+
 def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "train") -> Report:
     """Every check that needs no model, GPU or network. `command` says what the run reads: train (the train
     data, the batch shapes) or eval (the test sets); any other command (toy, sft, simulate) gets the names,
@@ -278,6 +288,7 @@ def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "trai
     _ranges(cfg, report)
     _precision(cfg, report)
     _curriculum(cfg, report)
+    _serve(cfg, report)
     if command in ("train", "toy"):
         _batches(cfg, report, world_size)
     if command in ("train", "eval"):
