@@ -23,9 +23,7 @@ every field it uses, never interprets request or model text, and sends no CORS h
 
 from __future__ import annotations
 
-import copy
 import io
-import ipaddress
 import json
 import logging
 import select
@@ -38,44 +36,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from zerosearch.generation.base import Completion, SamplingParams, TextCompleter
 from zerosearch.generation.scheduler import BatchScheduler, QueueFull, Ticket
-from zerosearch.search.server.connections import ConnectionGuard, ConnState, DeadlineReader
+from zerosearch.search.server.connections import (
+    LOOPBACK_NAMES,
+    ConnectionGuard,
+    ConnState,
+    DeadlineReader,
+    host_header_name,
+    is_loopback,
+)
 from zerosearch.search.server.request import BadRequest, parse_completion_request
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _POLL_S = 0.25  # how often a request waiting for generation checks whether its client hung up
-
-
-def is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_header_name(value: str) -> str:
-    """`127.0.0.1:8000` -> `127.0.0.1`, `[::1]:8000` -> `::1`."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-
-
-def token_counter(completer: TextCompleter, tokenizer=None) -> Callable[[list[str]], list[int]]:
-    """Prompt lengths as the completer will see them: its tokenizer's ids; without one, UTF-8 bytes (an upper
-    bound for byte-level tokenizers). Handler threads count on a copy of the tokenizer, so they never share
-    one with the generation worker (a fast tokenizer may refuse concurrent use: "Already borrowed")."""
-    tok = tokenizer if tokenizer is not None else getattr(completer, "tokenizer", None)
-    if tok is None:
-        return lambda prompts: [len(p.encode()) for p in prompts]
-    try:
-        tok = copy.deepcopy(tok)
-    except Exception:  # a tokenizer that cannot be copied is shared as it is
-        log.debug("could not copy the tokenizer; counting prompt tokens with the generator's own")
-    return lambda prompts: [len(ids) for ids in tok(prompts)["input_ids"]]
 
 
 class SimulatorHTTPServer(ThreadingHTTPServer):
@@ -238,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.server.loopback_only:
             return True
         host = self.headers.get("Host")
-        return host is None or _host_header_name(host) in _LOOPBACK_NAMES
+        return host is None or host_header_name(host) in LOOPBACK_NAMES
 
     def do_GET(self) -> None:
         self._request_in()

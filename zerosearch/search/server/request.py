@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BadRequest", "parse_completion_request"]
+from zerosearch.generation.base import TextCompleter
+
+__all__ = ["BadRequest", "parse_completion_request", "token_counter"]
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(Exception):
@@ -110,3 +117,17 @@ def parse_completion_request(body: Any, *, model_name: str, max_prompts: int, ma
 
     return {"prompts": prompts, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
             "stop": stops, "n": n, "seed": seed}
+
+
+def token_counter(completer: TextCompleter, tokenizer=None) -> Callable[[list[str]], list[int]]:
+    """Prompt lengths as the completer will see them: its tokenizer's ids; without one, UTF-8 bytes (an upper
+    bound for byte-level tokenizers). Handler threads count on a copy of the tokenizer, so they never share
+    one with the generation worker (a fast tokenizer may refuse concurrent use: "Already borrowed")."""
+    tok = tokenizer if tokenizer is not None else getattr(completer, "tokenizer", None)
+    if tok is None:
+        return lambda prompts: [len(p.encode()) for p in prompts]
+    try:
+        tok = copy.deepcopy(tok)
+    except Exception:  # a tokenizer that cannot be copied is shared as it is
+        log.debug("could not copy the tokenizer; counting prompt tokens with the generator's own")
+    return lambda prompts: [len(ids) for ids in tok(prompts)["input_ids"]]

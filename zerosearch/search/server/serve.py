@@ -8,7 +8,9 @@ import socket
 
 from zerosearch.config import ServeConfig
 from zerosearch.generation.base import TextCompleter
-from zerosearch.search.server.http import SimulatorHTTPServer, _V6Server, is_loopback, token_counter
+from zerosearch.search.server.connections import is_loopback
+from zerosearch.search.server.http import SimulatorHTTPServer, _V6Server
+from zerosearch.search.server.request import token_counter
 
 log = logging.getLogger(__name__)
 
