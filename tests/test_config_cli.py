@@ -72,3 +72,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     test_cmd = next(b for b in blocks if "pytest" in b).strip()
     ci_lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_cmd in ci_lines
+
+
+def test_overrides_may_follow_a_flag(capsys, tmp_path):
+    """`validate out_dir=x --allow-missing-paths trainer.steps=7`: both overrides apply, a stray word does not."""
+    assert main(["validate", f"out_dir={tmp_path}", "--allow-missing-paths", "trainer.steps=7"]) == 0
+    assert "step 6 →" in capsys.readouterr().out  # the curriculum note runs to step steps - 1
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", f"out_dir={tmp_path}", "--allow-missing-paths", "--bogus"])
+    assert exc.value.code == 2 and "--bogus" in capsys.readouterr().err

@@ -96,7 +96,13 @@ def _precheck(cfg, args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may also follow a flag (`train out_dir=x --resume trainer.lr=1e-5`): argparse leaves the ones after
+    # it unparsed, and they join the others here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = [*args.overrides, *extra]
     problem = _arg_problem(args)
     if problem:
         parser.exit(2, f"zerosearch {args.command}: error: {problem}\n")
