@@ -33,7 +33,7 @@ import tempfile
 import time
 
 import torch
-from _harness import Table, common_parser, compare, resolve_device, sync, time_fn, write_json
+from _harness import MiB, Table, common_parser, compare, peak_bytes, resolve_device, sync, time_fn, write_json
 from zerosearch.kernels._triton import HAVE_TRITON, interpreting, next_pow2, tl, triton
 from zerosearch.kernels.sampling import sample_reference, sampling_probs_reference, vocab_passes
 
@@ -238,7 +238,7 @@ def _timed_once(fn, device: torch.device):
 
 def side_by_side_one(b: int, v: int, setting: tuple, device: torch.device, repeats: int) -> dict:
     """``triton_sample`` (candidate) vs the bisection baseline (reference), both checked, with the torch
-    ``sample_reference`` timed beside them. Time only: memory is not compared here. Under the interpreter
+    ``sample_reference`` timed beside them. Peak memory is compared on a GPU only. Under the interpreter
     each kernel runs once (the checked call is the timed one): it is slow, and its time is that of Python
     executing the kernel's operations, which grows with the launches and passes."""
     from zerosearch.kernels.sampling import triton_sample
@@ -261,11 +261,16 @@ def side_by_side_one(b: int, v: int, setting: tuple, device: torch.device, repea
     check = _checker(logits, temperature, top_k, top_p, greedy)
     diag = check(new_out, ref_out)
     check(old_out, ref_out)
+    memory = {}
+    if not interpreting():
+        new_peak, old_peak = peak_bytes(new, device), peak_bytes(old, device)
+        memory = {"candidate_peak_mb": new_peak / MiB, "reference_peak_mb": old_peak / MiB,
+                  "mem_ratio": new_peak / max(old_peak, 1)}  # fmt: skip
     return {"name": f"sampling {label}: triton_sample vs bisection baseline", "batch": b, "vocab": v,
             "setting": label, "passes": vocab_passes(top_k, top_p, greedy, vocab=v),
             "baseline_passes": bisection_passes(top_k, top_p, greedy, v), "candidate_s": new_s, "reference_s": old_s,
             "time_ratio": new_s / old_s, "speedup": old_s / new_s, "torch_s": ref_s,
-            "interpreter": interpreting(), **diag}  # fmt: skip
+            "interpreter": interpreting(), "outputs_match": True, **memory, **diag}  # fmt: skip
 
 
 def side_by_side(shapes: list[tuple[int, int]], device: torch.device, repeats: int) -> list[dict]:

@@ -61,7 +61,8 @@ def test_benchmark_writes_ratios(case: str, tmp_path: Path) -> None:
     assert rows
     for row in doc["results"]:
         assert row["outputs_match"] is True
-        for key in RATIO_FIELDS:
+        # Peak memory under the Triton interpreter is Python's, not the kernel's: such rows time only.
+        for key in RATIO_FIELDS[:4] if row.get("interpreter") else RATIO_FIELDS:
             assert isinstance(row[key], float) and row[key] >= 0, (key, row[key])
         assert row["candidate_s"] > 0 and row["reference_s"] > 0
 
