@@ -30,7 +30,7 @@ from functools import partial
 
 import torch
 from _harness import Table, compare, write_json
-from bench_token_logprobs import TOLERANCE, make_check, make_inputs, resolve_shapes, shape_parser
+from bench_token_logprobs import TOLERANCE, make_check, make_inputs, resolve_shapes, shape_parser, take_grads
 
 from zerosearch.ops.masked_pg_loss import masked_pg_loss, masked_pg_loss_reference
 from zerosearch.ops.token_logprobs import _pick_backend
@@ -53,20 +53,18 @@ def liger_loss(device: torch.device, seqs: int) -> Callable | None:
 
 def pg_loss_step(fn: Callable, x: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One fwd+bwd of a zerosearch PG loss; returns (loss, dL/dhidden, dL/dweight)."""
-    x["hidden"].grad = x["weight"].grad = None
     loss, _ = fn(x["hidden"], x["weight"], x["targets"], x["old"], x["adv"], x["mask"], ref_logprobs=x["ref"],
                  **LOSS_KW)  # fmt: skip
     loss.backward()
-    return loss.detach(), x["hidden"].grad, x["weight"].grad
+    return loss.detach(), *take_grads(x)
 
 
 def liger_step(loss_mod: Callable, x: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same step through Liger's module (sequence-level advantages, float attention mask)."""
-    x["hidden"].grad = x["weight"].grad = None
     loss, _ = loss_mod(x["hidden"], x["weight"], x["targets"], x["mask"].float(), x["adv_seq"],
                        ref_per_token_logps=x["ref"], old_per_token_logps=x["old"])  # fmt: skip
     loss.backward()
-    return loss.detach(), x["hidden"].grad, x["weight"].grad
+    return loss.detach(), *take_grads(x)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

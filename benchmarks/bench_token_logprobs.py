@@ -57,17 +57,24 @@ def make_inputs(n: int, h: int, v: int, dtype: torch.dtype, device: torch.device
 
 def token_logprobs_step(fn: Callable, x: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One fwd+bwd of ``sum(adv * log p(target))``; returns (logp, dL/dhidden, dL/dweight)."""
-    x["hidden"].grad = x["weight"].grad = None
     logp = fn(x["hidden"], x["weight"], x["targets"])
     (logp * x["adv"]).sum().backward()
-    return logp.detach(), x["hidden"].grad, x["weight"].grad
+    return logp.detach(), *take_grads(x)
+
+
+def take_grads(x: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's grads, detached from the inputs: a step that freed the previous step's grads would count
+    that as negative memory in the next measurement, so each step hands its grads over instead."""
+    grads = x["hidden"].grad, x["weight"].grad
+    x["hidden"].grad = x["weight"].grad = None
+    return grads
 
 
 def make_check(tol: float) -> Callable[[tuple, tuple], dict]:
     """``check`` for ``_harness.compare``: outputs of ``(value, dL/dhidden, dL/dweight)`` steps agree."""
 
     def check(c: tuple, r: tuple) -> dict:
-        # no clone needed: each step sets .grad to None, so a later call does not overwrite earlier grads
+        # no clone needed: each step hands its grads over (take_grads), so later calls cannot overwrite them
         diag = {
             "out_abs_diff": (c[0].float() - r[0].float()).abs().max().item(),
             "grad_hidden_rel_diff": rel_err(c[1], r[1]),

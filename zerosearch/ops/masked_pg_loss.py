@@ -62,7 +62,7 @@ class _FusedPGLoss(torch.autograd.Function):
         mm_dtype = _mm_dtype(weight)
         w = weight.to(mm_dtype)
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_w = torch.empty(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         logp_out = torch.empty(n, dtype=torch.float32, device=hidden.device)
         ent_out = torch.empty_like(logp_out)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -90,7 +90,9 @@ class _FusedPGLoss(torch.autograd.Function):
             if need_h:
                 grad_h[rows] = _mm_f32(dz, w)
             if need_w:
-                _addmm_f32_(grad_w, dz.T, h_c)
+                _addmm_f32_(grad_w, dz.T, h_c, first=s == 0)
+        if need_w and n == 0:
+            grad_w.zero_()
         ctx.grads = (grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(logp_out, ent_out)
