@@ -82,6 +82,7 @@ class _FusedPGLoss(torch.autograd.Function):
                 chunk_loss = (per_token * w_tok[rows]).sum()
             loss += chunk_loss.detach()
             if not (need_h or need_w):
+                del x, state
                 continue
             grads = torch.autograd.grad(chunk_loss, [lp, en] if with_ent_grad else [lp], allow_unused=True)
             g_lp, g_ent = (*grads, None)[:2]
@@ -91,6 +92,7 @@ class _FusedPGLoss(torch.autograd.Function):
                 grad_h[rows] = _mm_f32(dz, w)
             if need_w:
                 _addmm_f32_(grad_w, dz.T, h_c, first=s == 0)
+            del x, state, dz  # before the next chunk's GEMM allocates its buffer
         if need_w and n == 0:
             grad_w.zero_()
         ctx.grads = (grad_h, grad_w)

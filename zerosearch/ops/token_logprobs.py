@@ -203,6 +203,7 @@ def _chunked_forward(
         x = _mm_f32(hidden[s : s + c].to(mm_dtype), w.T)
         logp, lse, ent, _ = backend.row_stats_(x, targets[s : s + c], inv_temp)
         out[0, s : s + c], out[1, s : s + c], out[2, s : s + c] = logp, lse, ent
+        del x  # before the next chunk's GEMM allocates its buffer
     return out[0], out[1], out[2]
 
 
@@ -249,6 +250,7 @@ class _FusedTokenLogprobs(torch.autograd.Function):
                 grad_h[s : s + c] = _mm_f32(dz, w)
             if need_w:
                 _addmm_f32_(grad_w, dz.T, h_c)
+            del x, dz  # before the next chunk's GEMM allocates its buffer
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
 
 
