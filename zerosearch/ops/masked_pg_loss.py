@@ -67,7 +67,7 @@ class _FusedPGLoss(torch.autograd.Function):
         ent_out = torch.empty_like(logp_out)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         with_ent_grad = loss_kw["entropy_coef"] != 0
-        c = _chunk_rows(weight.shape[0], hidden.device)
+        c = _chunk_rows(weight.shape[0], hidden.device, weight.shape[1])
         for s in range(0, n, c):
             rows = slice(s, s + c)
             h_c = hidden[rows].to(mm_dtype)

@@ -40,15 +40,19 @@ def _kernels_module():
 
 
 
-def _chunk_rows(v: int, device: torch.device) -> int:
-    """Rows per chunk: a ``[C, V]`` fp32 buffer of <= 256 MB on GPU, <= 160 MB (64..512 rows) on CPU, where a
-    GEMM of 256 rows against a 150k vocab runs ~30% faster than one of 64 (one thread, fp32)."""
+def _chunk_rows(v: int, device: torch.device, h: int | None = None) -> int:
+    """Rows per chunk: a ``[C, V]`` fp32 buffer of <= 256 MB on GPU. On CPU 64..512 rows, bigger GEMMs being
+    faster (256 rows against a 150k vocab run ~30% faster than 64, one thread, fp32), within 160 MB per buffer
+    and ``H / 4`` rows, so that the two ``[C, V]`` buffers stay under half the ``[V, H]`` fp32 weight gradient."""
     env = os.environ.get("ZEROSEARCH_CHUNK_ROWS")
     if env:
         return max(1, int(env))
     if device.type == "cuda":
         return max(16, (256 << 20) // (4 * max(v, 1)))
-    return min(512, max(64, (160 << 20) // (4 * max(v, 1)) // 16 * 16))
+    rows = (160 << 20) // (4 * max(v, 1))
+    if h is not None:
+        rows = min(rows, h // 4)
+    return min(512, max(64, rows // 16 * 16))
 
 
 _OUT_DTYPE_MM_OK: dict[str, bool] = {}
@@ -198,7 +202,7 @@ def _chunked_forward(
     mm_dtype = _mm_dtype(weight)
     w = weight.to(mm_dtype)
     out = torch.empty(3, n, dtype=torch.float32, device=hidden.device)
-    c = _chunk_rows(weight.shape[0], hidden.device)
+    c = _chunk_rows(weight.shape[0], hidden.device, weight.shape[1])
     for s in range(0, n, c):
         x = _mm_f32(hidden[s : s + c].to(mm_dtype), w.T)
         logp, lse, ent, _ = backend.row_stats_(x, targets[s : s + c], inv_temp)
@@ -237,7 +241,7 @@ class _FusedTokenLogprobs(torch.autograd.Function):
         w = weight.to(mm_dtype)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        c = _chunk_rows(weight.shape[0], hidden.device)
+        c = _chunk_rows(weight.shape[0], hidden.device, weight.shape[1])
         for s in range(0, n, c):
             h_c = hidden[s : s + c].to(mm_dtype)
             x = _mm_f32(h_c, w.T)
