@@ -61,6 +61,7 @@ setup(
         "triton": ["triton>=3.0"],
         "gpu": ["flash-attn", "xformers"],
         "dev": ["pytest", "hypothesis", "ruff", "triton>=3.0"],
+        "bench": ["liger-kernel"],  # the peer of benchmarks/bench_masked_pg_loss.py
     },
     entry_points={"console_scripts": ["zerosearch=zerosearch.cli:main"]},
     ext_modules=[_extension()],

@@ -209,6 +209,8 @@ def compare(
     check: Callable[[Any, Any], dict[str, Any]] | None = None,
     python_heap: bool = False,
     extra: dict[str, Any] | None = None,
+    peers: dict[str, Callable[[], Any]] | None = None,
+    time_checked_calls: bool = False,
 ) -> dict[str, Any]:
     """Check, time and measure a candidate against its reference in one run; return one result row.
 
@@ -217,20 +219,39 @@ def compare(
     double as warm-up (Triton compilation, allocator growth). ``reference_repeats`` lets slow Python
     references run fewer times. Ratios are candidate / reference: ``time_ratio < 1`` is faster and
     ``mem_ratio < 1`` needs less memory; ``speedup`` is ``1 / time_ratio``.
+
+    ``peers`` are other implementations of the same thing (e.g. another library's kernel): each one's output
+    is checked against the candidate's with the same ``check`` before anything is timed, then it is timed and
+    measured like the reference, adding ``<peer>_s``, ``<peer>_peak_mb``, ``time_ratio_vs_<peer>`` and
+    ``mem_ratio_vs_<peer>`` (candidate / peer) and its diagnostics prefixed ``<peer>_``. ``time_checked_calls``
+    reports the checked call's own time instead of further calls: for runs of minutes per call on a CPU,
+    where there is nothing to warm up and a second call would double the run.
     """
-    out_c = candidate_fn()
-    out_r = reference_fn()
-    sync(device)
+    sides = {"candidate": candidate_fn, "reference": reference_fn, **(peers or {})}
+    outputs, first_s = {}, {}
+    for side, fn in sides.items():
+        t0 = time.perf_counter()
+        outputs[side] = fn()
+        sync(device)
+        first_s[side] = time.perf_counter() - t0
+    diagnostics: dict[str, Any] = {}
     try:
-        diagnostics = check(out_c, out_r) if check is not None else {}
+        for side in sides:
+            if side == "candidate" or check is None:
+                continue
+            diag = check(outputs["candidate"], outputs[side])
+            diagnostics.update(diag if side == "reference" else {f"{side}_{k}": v for k, v in diag.items()})
     except AssertionError as e:
-        raise AssertionError(f"{name}: candidate and reference disagree: {e}") from e
-    del out_c, out_r
-    cand_s = time_fn(candidate_fn, device, repeats, warmup=0)
-    ref_s = time_fn(reference_fn, device, reference_repeats or repeats, warmup=0)
-    cand_peak = peak_bytes(candidate_fn, device, python_heap=python_heap)
-    ref_peak = peak_bytes(reference_fn, device, python_heap=python_heap)
-    return {
+        raise AssertionError(f"{name}: candidate and {side} disagree: {e}") from e
+    del outputs
+    secs, peaks = {}, {}
+    for side, fn in sides.items():
+        n = repeats if side == "candidate" else (reference_repeats or repeats)
+        secs[side] = first_s[side] if time_checked_calls else time_fn(fn, device, n, warmup=0)
+    for side, fn in sides.items():
+        peaks[side] = peak_bytes(fn, device, python_heap=python_heap)
+    cand_s, ref_s, cand_peak, ref_peak = secs["candidate"], secs["reference"], peaks["candidate"], peaks["reference"]
+    row = {
         "name": name,
         **(extra or {}),
         "candidate_s": cand_s,
@@ -241,8 +262,12 @@ def compare(
         "reference_peak_mb": ref_peak / MiB,
         "mem_ratio": cand_peak / max(ref_peak, 1),
         "outputs_match": True,
-        **diagnostics,
     }
+    for peer in peers or {}:
+        row[f"{peer}_s"], row[f"{peer}_peak_mb"] = secs[peer], peaks[peer] / MiB
+        row[f"time_ratio_vs_{peer}"] = cand_s / secs[peer]
+        row[f"mem_ratio_vs_{peer}"] = cand_peak / max(peaks[peer], 1)
+    return {**row, **diagnostics}
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -17,16 +17,21 @@ from zerosearch.algos import (
 )
 
 
-def _grpo_reference(rewards, groups, eps=1e-6):
+def _grpo_reference(rewards, groups, eps=1e-6, singleton="zero", norm_by_std=True):
+    """veRL's compute_grpo_outcome_advantage per row (singleton: mean 0, std 1), except that "zero" gives a
+    singleton 0 and a constant group is exactly 0."""
     out = []
     for r, g in zip(rewards, groups):
         members = [x for x, h in zip(rewards, groups) if h == g]
         if len(members) < 2:
+            out.append(0.0 if singleton == "zero" else (r / (1 + eps) if norm_by_std else r))
+            continue
+        if min(members) == max(members):
             out.append(0.0)
             continue
         mean = sum(members) / len(members)
         std = math.sqrt(sum((x - mean) ** 2 for x in members) / (len(members) - 1))
-        out.append((r - mean) / (std + eps))
+        out.append((r - mean) / (std + eps) if norm_by_std else r - mean)
     return out
 
 
@@ -37,6 +42,32 @@ def test_grpo_matches_reference():
     rewards = [rng.choice([0.0, 1.0, 0.5, rng.random()]) for _ in groups]
     got = grpo_advantages(torch.tensor(rewards, dtype=torch.float64), groups)
     torch.testing.assert_close(got, torch.tensor(_grpo_reference(rewards, groups), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("singleton", ["zero", "reward"])
+@pytest.mark.parametrize("norm_by_std", [True, False])
+def test_grpo_options_match_reference(singleton, norm_by_std):
+    rng = random.Random(1 + norm_by_std)
+    groups = ["a"] * 4 + ["b"] * 3 + ["solo", "other solo"] + ["tie"] * 3
+    rewards = [rng.random() * 2 - 0.5 for _ in groups]
+    rewards[-3:] = [0.7] * 3
+    got = grpo_advantages(torch.tensor(rewards, dtype=torch.float64), groups, singleton=singleton,
+                          norm_by_std=norm_by_std)  # fmt: skip
+    want = _grpo_reference(rewards, groups, singleton=singleton, norm_by_std=norm_by_std)
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64))
+    assert (got[7:9] != 0).all() == (singleton == "reward")
+    assert (got[-3:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_grpo_promotes_integer_rewards(dtype):
+    """Integer / bool rewards (exact-match scores) give the same advantages as the same values in float."""
+    groups = [0, 0, 0, 1, 1, 1, 1]
+    ints = torch.tensor([1, 0, 0, 1, 1, 0, 1]).to(dtype)
+    got = grpo_advantages(ints, groups)
+    assert got.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(got, grpo_advantages(ints.to(torch.float32), groups))
+    assert (got != 0).all()
 
 
 def test_grpo_singleton_and_zero_variance_give_zero():

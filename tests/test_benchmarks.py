@@ -19,8 +19,9 @@ RATIO_FIELDS = ("candidate_s", "reference_s", "time_ratio", "speedup", "candidat
                 "mem_ratio")  # fmt: skip
 
 CASES = {
-    "pg_loss": ("bench_pg_loss", ["--quick"]),
-    "token_logprobs": ("bench_pg_loss", ["--quick", "--op", "token_logprobs"]),
+    "masked_pg_loss": ("bench_masked_pg_loss", ["--quick"]),
+    "masked_pg_loss single call": ("bench_masked_pg_loss", ["--quick", "--single-call", "--threads", "1"]),
+    "token_logprobs": ("bench_token_logprobs", ["--quick"]),
     "info_span_mask": ("bench_info_span_mask", ["--quick", "--repeats", "2"]),
     "decode_attention": ("bench_decode_attention", ["--quick", "--repeats", "2"]),
     "stop_match": ("bench_stop_match", ["--quick", "--repeats", "2"]),
@@ -65,6 +66,11 @@ def test_benchmark_writes_ratios(case: str, tmp_path: Path) -> None:
         for key in RATIO_FIELDS[:4] if row.get("interpreter") else RATIO_FIELDS:
             assert isinstance(row[key], float) and row[key] >= 0, (key, row[key])
         assert row["candidate_s"] > 0 and row["reference_s"] > 0
+    if module == "bench_masked_pg_loss" and doc["meta"]["liger"]:  # the peer was checked, timed and measured
+        for row in doc["results"]:
+            for key in ("liger_s", "time_ratio_vs_liger", "liger_peak_mb", "mem_ratio_vs_liger"):
+                assert isinstance(row[key], float) and row[key] > 0, (key, row[key])
+            assert row["liger_grad_weight_rel_diff"] < 1e-4
 
 
 @pytest.mark.slow

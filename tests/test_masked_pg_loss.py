@@ -32,12 +32,33 @@ def impl(request, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _loop_kl(lp, rf, kl_type):
+    """veRL's kl_penalty (core_algos.py), written out per token: kl/k1, abs, mse/k2, low_var_kl/k3."""
+    if kl_type in ("k1", "kl"):
+        return lp - rf
+    if kl_type == "abs":
+        return abs(lp - rf)
+    if kl_type in ("k2", "mse"):
+        return 0.5 * (lp - rf) ** 2
+    r = min(max(rf - lp, -20.0), 20.0)
+    return min(max(math.exp(r) - r - 1, -10.0), 10.0)
+
+
+def _loop_agg(per_seq, agg):
+    if agg == "token-mean":
+        flat = [x for s in per_seq for x in s]
+        return sum(flat) / max(len(flat), 1)
+    seqs = [(sum(s) / len(s) if agg == "seq-mean-token-mean" else sum(s)) for s in per_seq if s]
+    return sum(seqs) / max(len(seqs), 1)
+
+
 def _loop_loss(logp, old, adv, mask, ref, ent, *, clip_low, clip_high, dual_clip, kl_coef, kl_type,
-               entropy_coef, agg):  # fmt: skip
-    """Straightforward scalar implementation of the documented formulas."""
-    per_seq = []
+               entropy_coef, agg, metrics=False):  # fmt: skip
+    """Straightforward scalar implementation of the documented formulas (``metrics``: also the KL and
+    entropy aggregated like the loss)."""
+    per_seq, kls, ents = [], [], []
     for b in range(len(logp)):
-        vals = []
+        vals, kl_row, ent_row = [], [], []
         for t in range(len(logp[b])):
             if not mask[b][t]:
                 continue
@@ -47,24 +68,19 @@ def _loop_loss(logp, old, adv, mask, ref, ent, *, clip_low, clip_high, dual_clip
             if dual_clip is not None and a < 0:
                 pg = min(pg, -a * dual_clip)
             loss = pg
+            kl = _loop_kl(logp[b][t], ref[b][t], kl_type)
             if kl_coef > 0:
-                d = logp[b][t] - ref[b][t]
-                if kl_type == "k1":
-                    kl = d
-                elif kl_type == "k2":
-                    kl = 0.5 * d * d
-                else:
-                    r = min(max(-d, -10.0), 10.0)
-                    kl = math.exp(r) - r - 1
                 loss += kl_coef * kl
             loss -= entropy_coef * ent[b][t]
             vals.append(loss)
+            kl_row.append(kl)
+            ent_row.append(ent[b][t])
         per_seq.append(vals)
-    if agg == "token-mean":
-        flat = [x for s in per_seq for x in s]
-        return sum(flat) / max(len(flat), 1)
-    seqs = [(sum(s) / len(s) if agg == "seq-mean-token-mean" else sum(s)) for s in per_seq if s]
-    return sum(seqs) / max(len(seqs), 1)
+        kls.append(kl_row)
+        ents.append(ent_row)
+    if metrics:
+        return _loop_agg(per_seq, agg), _loop_agg(kls, agg), _loop_agg(ents, agg)
+    return _loop_agg(per_seq, agg)
 
 
 def _token_data(b=4, t=7, seed=0):
@@ -81,18 +97,24 @@ def _token_data(b=4, t=7, seed=0):
     return logp, old, adv, ref, ent, mask
 
 
+KL_NAMES = ["k1", "k2", "k3", "abs", "kl", "mse", "low_var_kl"]
+
+
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
-@pytest.mark.parametrize("kl_type", ["k1", "k2", "k3"])
+@pytest.mark.parametrize("kl_type", KL_NAMES)
 @pytest.mark.parametrize("dual_clip,entropy_coef", [(None, 0.0), (3.0, 0.01)])
 def test_pg_math_matches_loop(agg, kl_type, dual_clip, entropy_coef):
-    seed = 10 * ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"].index(agg) + int(kl_type[1])
+    seed = 10 * ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"].index(agg) + KL_NAMES.index(kl_type)
     logp, old, adv, ref, ent, mask = _token_data(seed=seed)
     kw = dict(clip_low=0.2, clip_high=0.28, dual_clip=dual_clip, kl_coef=0.05, kl_type=kl_type,
               entropy_coef=entropy_coef, agg=agg)  # fmt: skip
     loss, metrics = pg_loss_from_logprobs(logp, old, adv, mask, ref_logprobs=ref, entropy=ent, **kw)
-    expected = _loop_loss(logp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), ref.tolist(),
-                          ent.tolist(), **kw)  # fmt: skip
+    expected, kl_agg, ent_agg = _loop_loss(logp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), ref.tolist(),
+                                           ent.tolist(), metrics=True, **kw)  # fmt: skip
     assert loss.item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
+    # the KL and entropy metrics are aggregated like the loss (veRL's agg_loss on kld and entropy)
+    assert metrics["kl"].item() == pytest.approx(kl_agg, rel=1e-10, abs=1e-12)
+    assert metrics["entropy"].item() == pytest.approx(ent_agg, rel=1e-10, abs=1e-12)
     n = mask.sum().item()
     assert metrics["n_tokens"].item() == n
     assert metrics["approx_kl"].item() == pytest.approx((old - logp)[mask].sum().item() / n)
@@ -120,12 +142,31 @@ def test_masked_tokens_get_exactly_zero_grad():
         assert logp.grad[mask].abs().sum() > 0
 
 
+def test_k3_clamped_like_verl():
+    """logp=-5, ref=-1: exp(4) - 4 - 1 = 49.6 is clamped to 10, which carries no gradient; inside the clamp the
+    value and gradient are the textbook k3 ones. veRL's names are the same functions."""
+    logp = torch.tensor([[-5.0, -1.2]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.0, -1.0]], dtype=torch.float64)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    zeros = torch.zeros(1, 2, dtype=torch.float64)
+    for name in ("k3", "low_var_kl"):
+        logp.grad = None
+        loss, metrics = pg_loss_from_logprobs(logp, logp.detach(), zeros, mask, ref_logprobs=ref, kl_coef=1.0,
+                                              kl_type=name, agg="seq-mean-token-sum")  # fmt: skip
+        loss.backward()
+        d = 0.2  # ref - logp of the second token
+        assert loss.item() == pytest.approx(10.0 + math.exp(d) - d - 1)
+        assert logp.grad[0, 0].item() == 0.0
+        assert logp.grad[0, 1].item() == pytest.approx(1 - math.exp(d))  # d/dlogp (e^(ref-logp) - (ref-logp) - 1)
+        assert metrics["kl"].item() == pytest.approx(loss.item())
+
+
 def test_kl_sign_pulls_towards_reference():
     """DESIGN §2.1: loss = pg + beta * kl. With logp > ref the KL term must raise the loss and its gradient
     must push logp down (towards the reference)."""
     logp, old, adv, _, _, mask = _token_data(seed=4)
     ref = logp.detach() - 0.5
-    for kl_type in ("k1", "k2", "k3"):
+    for kl_type in ("k1", "k2", "k3", "abs"):
         losses = []
         for beta in (0.0, 0.1, 0.2):
             lp = logp.clone().requires_grad_()
@@ -229,23 +270,60 @@ def _compare(hidden, weight, targets, old, adv, ref, mask, rtol, atol, **kw):
     torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=rtol * 10, atol=atol)
 
 
-@pytest.mark.parametrize(
-    "b,t,h,v,kw",
-    [
-        (3, 8, 24, 101, dict(agg="token-mean", kl_coef=0.1, kl_type="k3", entropy_coef=0.01, temperature=0.7)),
-        (2, 9, 33, 37, dict(agg="seq-mean-token-mean", kl_coef=0.05, kl_type="k2", dual_clip=3.0)),
-        (3, 5, 16, 64, dict(agg="seq-mean-token-sum", kl_coef=0.0, entropy_coef=0.02, temperature=1.5)),
-    ],
-)
-def test_fused_matches_reference(impl, b, t, h, v, kw):
-    data = _model_data(b, t, h, v, seed=b * 100 + v)
+AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
+
+
+@pytest.mark.parametrize("agg", AGGS)
+@pytest.mark.parametrize("kl_type", ["k1", "k2", "k3", "abs", "mse"])
+def test_fused_matches_reference(impl, kl_type, agg):
+    """Grads made in the forward pass equal float64 autograd through materialised logits, for every KL type
+    and aggregation, with and without dual clip, entropy bonus and temperature, over masked rows and chunk
+    boundaries (6 rows per chunk)."""
+    i, j = KL_NAMES.index(kl_type), AGGS.index(agg)
+    b, t, h, v = [(3, 8, 24, 101), (2, 9, 33, 37), (3, 5, 16, 64)][(i + j) % 3]
+    kw = dict(agg=agg, kl_coef=[0.1, 0.05, 0.0][j], kl_type=kl_type, entropy_coef=[0.01, 0.0, -0.02][(i + j) % 3],
+              temperature=[0.7, 1.0, 1.5][i % 3], dual_clip=3.0 if (i + j) % 2 else None)  # fmt: skip
+    data = _model_data(b, t, h, v, seed=b * 100 + v + i)
     _compare(*data, rtol=1e-5, atol=1e-6, **kw)
 
 
-def test_fused_fp16(impl):
-    data = _model_data(2, 8, 32, 37, dtype=torch.float16, seed=21)
-    # the reference is fed the same fp16 values; grads of the fused path come back in fp16
-    _compare(*data, rtol=1e-3, atol=2e-3, kl_coef=0.1, entropy_coef=0.01)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_16bit(impl, dtype):
+    data = _model_data(2, 8, 32, 37, dtype=dtype, seed=21)
+    # the reference is fed the same 16-bit values; grads of the fused path come back in the input dtype
+    tol = dict(rtol=1e-3, atol=2e-3) if dtype == torch.float16 else dict(rtol=4e-3, atol=1e-2)
+    _compare(*data, kl_coef=0.1, entropy_coef=0.01, temperature=0.9, dual_clip=2.5, **tol)
+
+
+def test_fused_backward_scales_by_grad_output(impl):
+    """``(c * loss).backward()`` gives c times the grads; the grads live in the forward, so a second backward is
+    refused rather than silently wrong; without grad mode nothing is kept and the value is the same."""
+    hidden, weight, targets, old, adv, ref, mask = _model_data(2, 7, 16, 37, seed=51)
+    kw = dict(ref_logprobs=ref, kl_coef=0.1, entropy_coef=0.01)
+    loss, _ = masked_pg_loss(hidden, weight, targets, old, adv, mask, **kw)
+    loss.backward()
+    g_h, g_w = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    loss2, _ = masked_pg_loss(hidden, weight, targets, old, adv, mask, **kw)
+    (-2.5 * loss2).backward(retain_graph=True)
+    torch.testing.assert_close(hidden.grad, -2.5 * g_h)
+    torch.testing.assert_close(weight.grad, -2.5 * g_w)
+    with pytest.raises(RuntimeError, match="once"):
+        loss2.backward()
+    with torch.no_grad():
+        loss3, _ = masked_pg_loss(hidden, weight, targets, old, adv, mask, **kw)
+    assert not loss3.requires_grad and loss3.item() == pytest.approx(loss.item(), rel=1e-6)
+    weight.grad = None
+    loss4, _ = masked_pg_loss(hidden.detach(), weight, targets, old, adv, mask, **kw)  # a frozen trunk
+    loss4.backward()
+    torch.testing.assert_close(weight.grad, g_w)
+
+
+def test_fused_one_sequence(impl):
+    hidden, weight, targets, old, adv, ref, mask = _model_data(1, 11, 16, 37, seed=61)
+    kw = dict(kl_coef=0.05, entropy_coef=0.01, agg="seq-mean-token-mean")
+    flat = (hidden[0].detach().requires_grad_(), weight, targets[0], old[0], adv[0], ref[0], mask[0])
+    _compare(*flat, rtol=1e-5, atol=1e-6, **kw)
 
 
 def test_fused_large_logits(impl):

@@ -53,6 +53,8 @@ def test_paper_settings(path):
 @pytest.mark.parametrize("override, needle", [
     ("trainer.algo=dpo", "trainer.algo"),
     ("trainer.agg=sum", "trainer.agg"),
+    ("trainer.kl_type=k4", "trainer.kl_type"),
+    ("trainer.grpo_singleton=mean", "trainer.grpo_singleton"),
     ("curriculum.p_end=1.5", "curriculum.p_end"),
     ("curriculum.base=1", "curriculum.base"),
     ("trainer.lr=0", "trainer.lr"),
@@ -68,6 +70,16 @@ def test_validator_catches_mistakes(override, needle):
     report = validate_config(cfg, world_size=8)
     assert any(needle in e for e in report.errors), report.errors
     assert not report.ok(allow_missing_paths=True)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["trainer.kl_type=low_var_kl"], ["trainer.kl_type=abs"], ["trainer.kl_type=mse"], ["trainer.kl_type=kl"],
+    ["rollout.n_samples=1", "trainer.grpo_singleton=reward"], ["trainer.grpo_norm_by_std=false"],
+])
+def test_validator_accepts_verl_conventions(overrides):
+    """veRL's KL names, a size-1 group trained on its raw reward, and Dr. GRPO are valid settings."""
+    report = validate_config(load_config(PAPER[0], overrides), world_size=8)
+    assert report.ok(allow_missing_paths=True), report.errors
 
 
 def test_wrong_type_is_a_config_error(capsys):

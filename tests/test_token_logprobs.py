@@ -161,18 +161,40 @@ def test_fp16_inputs(impl):
     _check(weight.grad, w64.grad, 1e-2, 2e-3, "grad weight")
 
 
-def test_triton_kernel_matches_torch_chunks():
-    """Both backends' per-row forward pieces agree directly (no autograd)."""
+def test_triton_row_kernels_match_float64():
+    """The row kernels on one chunk of logits, directly (no autograd): the stats and dlogits (with and without
+    the entropy term) against float64, and the torch row pass against the same numbers."""
     if not _triton_usable():
         pytest.skip("triton not usable here")
-    from zerosearch.ops.token_logprobs import _torch_forward
+    from zerosearch.ops.token_logprobs import _torch_dlogits_from_stats_, _torch_row_stats_
 
-    hidden, weight, targets = _inputs((20,), 37, 101, seed=13)
-    with torch.no_grad():
-        a = kmod.triton_forward(hidden, weight, targets, 1 / 0.7)
-        b = _torch_forward(hidden, weight, targets, 1 / 0.7)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    g = torch.Generator().manual_seed(13)
+    c, v, inv_temp = 7, 5000, 1 / 0.7  # V over one 4096 tile: the online max moves between tiles
+    x = torch.randn(c, v, generator=g) * 4
+    x[0, 4500] = 40.0  # the row maximum in the second tile
+    targets = torch.randint(0, v, (c,), generator=g)
+    g_lp, g_ent = torch.randn(c, generator=g), torch.randn(c, generator=g)
+    z64 = (x.double() * inv_temp).requires_grad_()
+    logp_all = torch.log_softmax(z64, 1)
+    want_lp = logp_all.gather(1, targets[:, None]).squeeze(1)
+    want_ent = -(logp_all.exp() * logp_all).sum(1)
+    want_lse = torch.logsumexp(z64, 1)
+    for name, got in (("triton", kmod.triton_row_stats(x, targets, inv_temp)),
+                      ("torch", _torch_row_stats_(x.clone(), targets, inv_temp)[:3])):  # fmt: skip
+        for a, b in zip(got, (want_lp, want_lse, want_ent)):
+            torch.testing.assert_close(a.double(), b.detach(), rtol=1e-5, atol=1e-5, msg=name)
+    lp, lse, ent = kmod.triton_row_stats(x, targets, inv_temp)
+    for ge in (g_ent, None):
+        (dz64,) = torch.autograd.grad((want_lp * g_lp + (0 if ge is None else want_ent * ge)).sum(), z64,
+                                      retain_graph=True)  # fmt: skip
+        want = dz64 * inv_temp  # d/dx of the raw logits
+        got = kmod.triton_dlogits_(x.clone(), targets, lse, ent, g_lp, ge, inv_temp)
+        tol = dict(rtol=1e-4, atol=1e-5 * want.abs().max().item())  # fp32 rounding of the largest entries
+        torch.testing.assert_close(got.double(), want, **tol)
+        xt = x.clone()
+        _, tlse, tent, p = _torch_row_stats_(xt, targets, inv_temp)
+        got = _torch_dlogits_from_stats_(xt, p, targets, tent, g_lp, ge, inv_temp)
+        torch.testing.assert_close(got.double(), want, **tol)
 
 
 def test_dispatch(monkeypatch):

@@ -23,7 +23,10 @@ PACKING_MODES = ("auto", "on", "off")
 GENERATION_BACKENDS = ("engine", "hf")
 SEARCH_BACKENDS = ("simulator", "bm25", "openai", "retriever", "web", "dense")
 ALGOS = ("grpo", "ppo", "reinforce_pp")
-KL_TYPES = ("k1", "k2", "k3")
+# veRL's names are accepted too: kl = k1, mse = k2, low_var_kl = k3; abs is |logp - ref|.
+KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
+KL_TYPES = ("k1", "k2", "k3", "abs", *KL_ALIASES)
+GRPO_SINGLETON = ("zero", "reward")
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 LR_SCHEDULES = ("constant", "cosine")
 ON_NONFINITE = ("skip", "stop")
@@ -142,6 +145,9 @@ class TrainerConfig:
     lam: float = 1.0
     value_clip: float = 0.5
     agg: str = "token-mean"  # one of AGG_MODES
+    # GRPO: a group of one answer gets advantage 0 (zero) or its raw reward (reward, as veRL: mean 0, std 1)
+    grpo_singleton: str = "zero"  # one of GRPO_SINGLETON
+    grpo_norm_by_std: bool = True  # false: advantage = reward - group mean (Dr. GRPO)
     on_nonfinite: str = "skip"  # one of ON_NONFINITE
     checkpoint_every: int = 10
     keep_checkpoints: int = 2

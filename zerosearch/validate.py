@@ -22,6 +22,7 @@ from zerosearch.config import (
     ATTN_IMPLEMENTATIONS,
     DTYPES,
     GENERATION_BACKENDS,
+    GRPO_SINGLETON,
     KL_TYPES,
     LR_SCHEDULES,
     ON_NONFINITE,
@@ -78,6 +79,7 @@ def _names(cfg: RunConfig, r: Report) -> None:
     _choice(r, "trainer.algo", cfg.trainer.algo, ALGOS)
     _choice(r, "trainer.kl_type", cfg.trainer.kl_type, KL_TYPES)
     _choice(r, "trainer.agg", cfg.trainer.agg, AGG_MODES)
+    _choice(r, "trainer.grpo_singleton", cfg.trainer.grpo_singleton, GRPO_SINGLETON)
     _choice(r, "trainer.lr_schedule", cfg.trainer.lr_schedule, LR_SCHEDULES)
     _choice(r, "trainer.on_nonfinite", cfg.trainer.on_nonfinite, ON_NONFINITE)
     _choice(r, "search.backend", cfg.search.backend, SEARCH_BACKENDS)
@@ -136,8 +138,9 @@ def _ranges(cfg: RunConfig, r: Report) -> None:
         _range(r, "trainer.dual_clip", t.dual_clip, 1, lo_open=True)
     if ro.max_context <= ro.max_new_tokens:
         r.errors.append(f"rollout.max_context={ro.max_context} must exceed rollout.max_new_tokens={ro.max_new_tokens}")
-    if t.algo == "grpo" and ro.n_samples < 2:
-        r.errors.append("trainer.algo=grpo needs rollout.n_samples >= 2 (a group of one has zero advantage)")
+    if t.algo == "grpo" and ro.n_samples < 2 and t.grpo_singleton == "zero":
+        r.errors.append("trainer.algo=grpo needs rollout.n_samples >= 2 (a group of one has zero advantage; "
+                        "trainer.grpo_singleton=reward trains on the raw reward instead)")
 
 
 def _precision(cfg: RunConfig, r: Report) -> None:

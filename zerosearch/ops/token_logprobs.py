@@ -3,11 +3,14 @@
 Why fused: ``log_softmax(hidden @ W.T)`` over a 150k vocab for 16k tokens is tens of GB once autograd keeps
 its buffers. :func:`token_logprobs` computes log p(target) (and the entropy) without ever holding ``[N, V]``:
 
-* forward: the Triton kernel of ``zerosearch.kernels.token_logprobs`` (online log-sum-exp over vocab tiles)
-  on CUDA, or a chunked PyTorch loop over ``C`` rows at a time on CPU;
-* backward: shared by both paths (one ``autograd.Function``): recompute the fp32 logits of ``C`` rows,
-  turn them in place into ``dL/dlogits`` (Triton kernel or torch), and accumulate
-  ``grad_hidden = dlogits @ W`` and ``grad_W += dlogits.T @ hidden``. Only ``[C, V]`` is ever live.
+* forward: ``C`` rows at a time, one GEMM (cuBLAS on CUDA) writes the fp32 logits ``[C, V]`` and a row pass
+  (the Triton kernel of ``zerosearch.kernels.token_logprobs`` on CUDA, torch on CPU) reduces them to
+  ``logp``, ``lse`` and the entropy;
+* backward: recompute the logits of ``C`` rows, turn them in place into ``dL/dlogits`` (Triton kernel or
+  torch), and accumulate ``grad_hidden = dlogits @ W`` and ``grad_W += dlogits.T @ hidden``. Only
+  ``[C, V]`` buffers are ever live. A terminal loss knows its gradient coefficients in the forward pass and
+  saves the recompute (``zerosearch.ops.masked_pg_loss``); this op's outputs feed arbitrary code, so it
+  cannot.
 
 Masked rows are dropped by *row compaction* before any of this (never multiplied by zero), so padding and
 ``<information>`` tokens cost nothing and receive exactly zero gradient.
@@ -37,14 +40,19 @@ def _kernels_module():
 
 
 
-def _chunk_rows(v: int, device: torch.device) -> int:
-    """Rows per backward chunk: a ``[C, V]`` fp32 buffer of <= 256 MB on GPU, <= 16 MB (64..512 rows) on CPU."""
+def _chunk_rows(v: int, device: torch.device, h: int | None = None) -> int:
+    """Rows per chunk: a ``[C, V]`` fp32 buffer of <= 256 MB on GPU. On CPU 64..512 rows, bigger GEMMs being
+    faster (256 rows against a 150k vocab run ~30% faster than 64, one thread, fp32), within 160 MB per buffer
+    and ``H / 4`` rows, so that the two ``[C, V]`` buffers stay under half the ``[V, H]`` fp32 weight gradient."""
     env = os.environ.get("ZEROSEARCH_CHUNK_ROWS")
     if env:
         return max(1, int(env))
     if device.type == "cuda":
         return max(16, (256 << 20) // (4 * max(v, 1)))
-    return min(512, max(64, (16 << 20) // (4 * max(v, 1))))
+    rows = (160 << 20) // (4 * max(v, 1))
+    if h is not None:
+        rows = min(rows, h // 4)
+    return min(512, max(64, rows // 16 * 16))
 
 
 _OUT_DTYPE_MM_OK: dict[str, bool] = {}
@@ -82,30 +90,56 @@ def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a, b, out_dtype=torch.float32)
 
 
-def _addmm_f32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` in place into the fp32 accumulator, without a second ``acc``-sized temporary."""
-    if a.dtype == torch.float32:
-        acc.addmm_(a, b)
-    else:
+def _addmm_f32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool = False) -> None:
+    """``acc += a @ b`` in place into the fp32 accumulator, without a second ``acc``-sized temporary;
+    ``first``: ``acc = a @ b`` (``acc`` may hold garbage), which spares zero-filling a ``[V, H]`` buffer."""
+    if a.dtype != torch.float32:
+        if first:
+            acc.zero_()
         torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    elif first:
+        torch.mm(a, b, out=acc)
+    else:
+        acc.addmm_(a, b)
 
 
-def _torch_forward(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_temp: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chunked PyTorch forward: per-row ``(logp, lse, entropy)`` in fp32, ``[C, V]`` live at a time."""
-    n = hidden.shape[0]
-    w = weight.to(_mm_dtype(weight))
-    out = torch.empty(3, n, dtype=torch.float32, device=hidden.device)
-    c = _chunk_rows(weight.shape[0], hidden.device)
-    for s in range(0, n, c):
-        z = _mm_f32(hidden[s : s + c].to(w.dtype), w.T).mul_(inv_temp)
-        lse = torch.logsumexp(z, dim=1)
-        out[0, s : s + c] = z.gather(1, targets[s : s + c, None]).squeeze(1) - lse
-        out[1, s : s + c] = lse
-        logp_all = z.sub_(lse[:, None])
-        out[2, s : s + c] = -(logp_all.exp() * logp_all).sum(1)
-    return out[0], out[1], out[2]
+def _torch_row_stats_(
+    x: torch.Tensor, targets: torch.Tensor, inv_temp: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In place: raw fp32 logits ``x [C, V]`` -> ``log softmax(x * inv_temp)``; returns per-row ``(logp, lse,
+    entropy)`` and the probabilities ``p [C, V]``, which :func:`_torch_dlogits_from_stats_` reuses."""
+    if inv_temp != 1.0:
+        x.mul_(inv_temp)
+    m = x.amax(1, keepdim=True)
+    p = torch.exp(x.sub_(m))
+    s = p.sum(1, keepdim=True)
+    log_s = s.log()
+    logp_all = x.sub_(log_s)
+    p.div_(s)
+    ent = torch.bmm(p.unsqueeze(1), logp_all.unsqueeze(2)).view(-1).neg_()  # a dot per row, no [C, V] temporary
+    logp = logp_all.gather(1, targets[:, None]).squeeze(1)
+    return logp, (m + log_s).squeeze(1), ent, p
+
+
+def _torch_dlogits_from_stats_(
+    logp_all: torch.Tensor,
+    p: torch.Tensor,
+    targets: torch.Tensor,
+    entropy: torch.Tensor,
+    g_lp: torch.Tensor,
+    g_ent: torch.Tensor | None,
+    inv_temp: float,
+) -> torch.Tensor:
+    """``dL/dx`` of the raw logits from what :func:`_torch_row_stats_` left (``logp_all`` in ``x``, ``p``),
+    written into one of those buffers; the formula of :func:`_torch_dlogits_`."""
+    g_lp = g_lp * inv_temp
+    if g_ent is None:
+        dz = p.mul_(-g_lp[:, None])
+    else:
+        g_ent = g_ent * inv_temp
+        dz = logp_all.add_(entropy[:, None]).mul_(-g_ent[:, None]).sub_(g_lp[:, None]).mul_(p)
+    rows = torch.arange(dz.shape[0], device=dz.device)
+    return dz.index_put_((rows, targets), g_lp, accumulate=True)
 
 
 def _torch_dlogits_(
@@ -133,15 +167,48 @@ def _torch_dlogits_(
 
 
 class _Backend(NamedTuple):
-    forward: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    """Per-chunk row work on the fp32 logits ``x``. ``row_stats_(x, t, inv_temp) -> (logp, lse, ent, state)``
+    may overwrite ``x``; ``dlogits_from_stats_(x, t, lse, ent, state, g_lp, g_ent, inv_temp)`` then returns
+    ``dL/dx`` (in ``x`` or ``state``); ``dlogits_`` starts again from raw logits (the recompute path)."""
+
+    row_stats_: Callable[..., tuple]
+    dlogits_from_stats_: Callable[..., torch.Tensor]
     dlogits_: Callable[..., torch.Tensor]
 
 
 def _backend(name: str) -> _Backend:
     if name == "triton":
         mod = _kernels_module()
-        return _Backend(mod.triton_forward, mod.triton_dlogits_)
-    return _Backend(_torch_forward, _torch_dlogits_)
+
+        def row_stats(x, targets, inv_temp):
+            return (*mod.triton_row_stats(x, targets, inv_temp), None)
+
+        def from_stats(x, targets, lse, ent, _state, g_lp, g_ent, inv_temp):
+            return mod.triton_dlogits_(x, targets, lse, ent, g_lp, g_ent, inv_temp)
+
+        return _Backend(row_stats, from_stats, mod.triton_dlogits_)
+
+    def torch_from_stats(x, targets, _lse, ent, p, g_lp, g_ent, inv_temp):
+        return _torch_dlogits_from_stats_(x, p, targets, ent, g_lp, g_ent, inv_temp)
+
+    return _Backend(_torch_row_stats_, torch_from_stats, _torch_dlogits_)
+
+
+def _chunked_forward(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, inv_temp: float, backend: _Backend
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row ``(logp, lse, entropy)`` in fp32, ``C`` rows (one GEMM and one row pass) at a time."""
+    n = hidden.shape[0]
+    mm_dtype = _mm_dtype(weight)
+    w = weight.to(mm_dtype)
+    out = torch.empty(3, n, dtype=torch.float32, device=hidden.device)
+    c = _chunk_rows(weight.shape[0], hidden.device, weight.shape[1])
+    for s in range(0, n, c):
+        x = _mm_f32(hidden[s : s + c].to(mm_dtype), w.T)
+        logp, lse, ent, _ = backend.row_stats_(x, targets[s : s + c], inv_temp)
+        out[0, s : s + c], out[1, s : s + c], out[2, s : s + c] = logp, lse, ent
+        del x  # before the next chunk's GEMM allocates its buffer
+    return out[0], out[1], out[2]
 
 
 class _FusedTokenLogprobs(torch.autograd.Function):
@@ -149,8 +216,7 @@ class _FusedTokenLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, inv_temp, backend_name):
-        backend = _backend(backend_name)
-        logp, lse, ent = backend.forward(hidden, weight, targets, inv_temp)
+        logp, lse, ent = _chunked_forward(hidden, weight, targets, inv_temp, _backend(backend_name))
         ctx.save_for_backward(hidden, weight, targets, lse, ent)
         ctx.inv_temp = inv_temp
         ctx.backend_name = backend_name
@@ -175,7 +241,7 @@ class _FusedTokenLogprobs(torch.autograd.Function):
         w = weight.to(mm_dtype)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        c = _chunk_rows(weight.shape[0], hidden.device)
+        c = _chunk_rows(weight.shape[0], hidden.device, weight.shape[1])
         for s in range(0, n, c):
             h_c = hidden[s : s + c].to(mm_dtype)
             x = _mm_f32(h_c, w.T)
@@ -188,6 +254,7 @@ class _FusedTokenLogprobs(torch.autograd.Function):
                 grad_h[s : s + c] = _mm_f32(dz, w)
             if need_w:
                 _addmm_f32_(grad_w, dz.T, h_c)
+            del x, dz  # before the next chunk's GEMM allocates its buffer
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
 
 

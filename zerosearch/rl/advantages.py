@@ -64,17 +64,32 @@ def _group_index(group_ids: Sequence[Hashable] | Tensor, n: int, device: torch.d
     return torch.tensor(index, dtype=torch.long, device=device)
 
 
-def grpo_advantages(rewards: Tensor, group_ids: Sequence[Hashable] | Tensor, eps: float = 1e-6) -> Tensor:
+def grpo_advantages(
+    rewards: Tensor,
+    group_ids: Sequence[Hashable] | Tensor,
+    eps: float = 1e-6,
+    *,
+    singleton: str = "zero",
+    norm_by_std: bool = True,
+) -> Tensor:
     """Per-group z-score `(r − mean) / (std + eps)` with the unbiased std of the public GRPO.
 
-    `group_ids` must identify a question *instance*: two rows sharing an id are
-    compared with each other. A singleton group has no baseline to compare with, and a group with one
-    reward value carries no signal; both give advantage 0 rather than NaN.
+    `group_ids` must identify a question *instance*: two rows sharing an id are compared with each other.
+    A group with one reward value carries no signal and gets advantage 0 (never NaN). A singleton group has
+    no baseline: `singleton="zero"` gives it 0, `"reward"` treats it as veRL does (mean 0, std 1, so
+    `r / (1 + eps)`, or `r` without std normalisation). `norm_by_std=False` is Dr. GRPO's `r − mean`, which
+    does not up-weight groups whose rewards barely differ. Integer or bool rewards are promoted to the
+    default float dtype (an integer result would truncate every advantage).
     """
     if not isinstance(rewards, Tensor) or rewards.dim() != 1:
         raise ValueError("rewards must be a 1-D tensor [B]")
+    if singleton not in ("zero", "reward"):
+        raise ValueError(f"singleton must be 'zero' or 'reward', got {singleton!r}")
+    if rewards.is_complex():
+        raise ValueError("rewards must be real")
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards must be finite (a NaN/inf reward would poison its whole group)")
+    out_dtype = rewards.dtype if rewards.is_floating_point() else torch.get_default_dtype()
     r = rewards.double()
     idx = _group_index(group_ids, r.numel(), r.device)
     n_groups = int(idx.max().item()) + 1 if idx.numel() else 0
@@ -84,14 +99,17 @@ def grpo_advantages(rewards: Tensor, group_ids: Sequence[Hashable] | Tensor, eps
     centered = r - mean[idx]
     sq = torch.zeros(n_groups, dtype=r.dtype, device=r.device).index_add_(0, idx, centered**2)
     std = torch.sqrt(sq / (counts - 1).clamp(min=1))
-    adv = centered / (std[idx] + eps)
+    adv = centered / (std[idx] + eps) if norm_by_std else centered
     # A constant group must give exactly 0: its mean carries rounding error (e.g. three 0.1s), and
     # dividing that residue by a std of the same tiny size would turn it into a spurious signal.
     lo = torch.full((n_groups,), torch.inf, dtype=r.dtype, device=r.device).scatter_reduce_(0, idx, r, "amin")
     hi = torch.full((n_groups,), -torch.inf, dtype=r.dtype, device=r.device).scatter_reduce_(0, idx, r, "amax")
     informative = (counts > 1) & (hi > lo)
     adv = torch.where(informative[idx], adv, torch.zeros_like(adv))
-    return adv.to(rewards.dtype)
+    if singleton == "reward":
+        alone = (counts == 1)[idx]
+        adv = torch.where(alone, r / (1.0 + eps) if norm_by_std else r, adv)
+    return adv.to(out_dtype)
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 1.0) -> tuple[Tensor, Tensor]:

@@ -12,36 +12,47 @@ import math
 
 import torch
 
-from zerosearch.config import AGG_MODES, KL_TYPES
+from zerosearch.config import AGG_MODES, KL_ALIASES, KL_TYPES
 
-__all__ = ["pg_loss_from_logprobs", "check_pg_args", "check_token_tensor"]
+__all__ = ["pg_loss_from_logprobs", "per_token_loss", "token_weights", "check_pg_args", "check_token_tensor"]
 
-_K3_CLAMP = 10.0  # the k3 log-ratio is clamped to ±10
+# veRL's k3 ("low_var_kl"): the log-ratio is clamped to ±20 and the value to ±10, so a token far from the
+# reference (logp=-5, ref=-1: 49.6 unclamped) adds at most 10 and no gradient instead of dominating the PG term.
+_K3_LOG_RATIO_CLAMP = 20.0
+_K3_VALUE_CLAMP = 10.0
 _LOG_RATIO_CLAMP = 20.0  # keeps exp(logp - old) finite for garbage old log-probs; no effect in practice
 
 
 def _kl(logp: torch.Tensor, ref: torch.Tensor, kl_type: str) -> torch.Tensor:
+    kl_type = KL_ALIASES.get(kl_type, kl_type)
     if kl_type == "k1":
         return logp - ref
+    if kl_type == "abs":
+        return (logp - ref).abs()
     if kl_type == "k2":
         return 0.5 * (logp - ref) ** 2
-    d = (ref - logp).clamp(-_K3_CLAMP, _K3_CLAMP)
-    return torch.exp(d) - d - 1.0
+    d = (ref - logp).clamp(-_K3_LOG_RATIO_CLAMP, _K3_LOG_RATIO_CLAMP)
+    return (torch.exp(d) - d - 1.0).clamp(-_K3_VALUE_CLAMP, _K3_VALUE_CLAMP)
+
+
+def token_weights(mask: torch.Tensor, agg: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-token weights ``w`` with ``loss = sum(w * per_token)``: every aggregation is linear in the
+    per-token values, with weights that depend on the mask only (0 where masked out)."""
+    m = mask.to(dtype)
+    if agg == "token-mean":
+        return m / mask.sum().clamp(min=1).to(dtype)
+    counts = mask.sum(-1, keepdim=True)
+    n_seqs = (counts > 0).sum().clamp(min=1).to(dtype)
+    if agg == "seq-mean-token-mean":
+        return m / counts.clamp(min=1).to(dtype) / n_seqs
+    return m / n_seqs
 
 
 def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str) -> torch.Tensor:
     """Aggregate a ``[B, T]`` per-token value over the masked tokens (masked-out entries are ignored via
     ``torch.where``, so even inf/nan there cannot leak)."""
     vals = torch.where(mask, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device))
-    if agg == "token-mean":
-        return vals.sum() / mask.sum().clamp(min=1)
-    counts = mask.sum(-1)
-    seq = vals.sum(-1)
-    if agg == "seq-mean-token-mean":
-        seq = seq / counts.clamp(min=1)
-    has = counts > 0
-    seq = torch.where(has, seq, torch.zeros((), dtype=seq.dtype, device=seq.device))
-    return seq.sum() / has.sum().clamp(min=1)
+    return (vals * token_weights(mask, agg, vals.dtype)).sum()
 
 
 def check_token_tensor(name: str, t, like: torch.Tensor, floating: bool = True) -> None:
@@ -76,6 +87,45 @@ def check_pg_args(clip_low, clip_high, dual_clip, kl_coef, kl_type, entropy_coef
         raise ValueError(f"entropy_coef must be finite, got {entropy_coef}")
 
 
+def per_token_loss(
+    lp: torch.Tensor,
+    old: torch.Tensor,
+    adv: torch.Tensor,
+    ref: torch.Tensor | None,
+    ent: torch.Tensor | None,
+    *,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None,
+    kl_coef: float,
+    kl_type: str,
+    entropy_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+    """Per-token loss ``pg + kl_coef * kl - entropy_coef * entropy`` on finite inputs of any shape, and its
+    parts (pg, kl, ratio, clipped, dual). Each token's value depends on that token alone, which is what
+    lets the fused op take its gradient chunk by chunk."""
+    log_ratio = (lp - old).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    pg_unclipped = -adv * ratio
+    pg_clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(pg_unclipped, pg_clipped)
+    clipped = pg_clipped > pg_unclipped
+    dual = torch.zeros_like(clipped)
+    if dual_clip is not None:
+        cap = -adv * dual_clip
+        dual = (adv < 0) & (pg > cap)
+        pg = torch.where(adv < 0, torch.minimum(pg, cap), pg)
+    per_token = pg
+    kl = None
+    if ref is not None:
+        kl = _kl(lp, ref, kl_type)
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * kl
+    if ent is not None and entropy_coef != 0:
+        per_token = per_token - entropy_coef * ent
+    return per_token, {"pg": pg, "kl": kl, "ratio": ratio, "clipped": clipped, "dual": dual}
+
+
 def pg_loss_from_logprobs(
     logp: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -96,7 +146,8 @@ def pg_loss_from_logprobs(
 
     All token tensors are ``[B, T]`` (``[N]`` = one sequence). Masked-out tokens are replaced before any
     arithmetic, so they contribute nothing to the value or the gradient whatever their contents. Metrics
-    are detached 0-d tensors (no host sync): pg_loss, kl, entropy, clip_frac, dual_clip_frac, ratio_mean,
+    are detached 0-d tensors (no host sync): pg_loss, kl and entropy (aggregated like the loss, as veRL
+    does), clip_frac, dual_clip_frac, ratio_mean,
     ratio_max, approx_kl (mean of old - logp), n_tokens.
     """
     check_pg_args(clip_low, clip_high, dual_clip, kl_coef, kl_type, entropy_coef, agg, ref_logprobs)
@@ -125,27 +176,12 @@ def pg_loss_from_logprobs(
     def clean(x):  # masked entries -> 0 so that exp/products there stay finite (and grads exactly 0)
         return torch.where(mask, x.to(dt), zero)
 
-    lp, old, adv = clean(logp), clean(old_logprobs), clean(advantages)
-    log_ratio = (lp - old).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
-    ratio = torch.exp(log_ratio)
-    pg_unclipped = -adv * ratio
-    pg_clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    pg = torch.maximum(pg_unclipped, pg_clipped)
-    clipped = pg_clipped > pg_unclipped
-    dual = torch.zeros_like(mask)
-    if dual_clip is not None:
-        cap = -adv * dual_clip
-        dual = (adv < 0) & (pg > cap)
-        pg = torch.where(adv < 0, torch.minimum(pg, cap), pg)
-    per_token = pg
-    kl = None
-    if ref_logprobs is not None:
-        kl = _kl(lp, clean(ref_logprobs), kl_type)
-        if kl_coef > 0:
-            per_token = per_token + kl_coef * kl
+    ref = clean(ref_logprobs) if ref_logprobs is not None else None
     ent = clean(entropy) if entropy is not None else None
-    if ent is not None and entropy_coef != 0:
-        per_token = per_token - entropy_coef * ent
+    lp, old = clean(logp), clean(old_logprobs)
+    per_token, parts = per_token_loss(lp, old, clean(advantages), ref, ent, clip_low=clip_low, clip_high=clip_high,
+                                      dual_clip=dual_clip, kl_coef=kl_coef, kl_type=kl_type, entropy_coef=entropy_coef)
+    pg, kl, ratio = parts["pg"], parts["kl"], parts["ratio"]
     loss = _aggregate(per_token, mask, agg)
 
     with torch.no_grad():
@@ -157,10 +193,10 @@ def pg_loss_from_logprobs(
 
         metrics = {
             "pg_loss": _aggregate(pg.detach(), mask, agg),
-            "kl": tmean(kl) if kl is not None else zero.clone(),
-            "entropy": tmean(ent) if ent is not None else zero.clone(),
-            "clip_frac": tmean(clipped),
-            "dual_clip_frac": tmean(dual),
+            "kl": _aggregate(kl.detach(), mask, agg) if kl is not None else zero.clone(),
+            "entropy": _aggregate(ent.detach(), mask, agg) if ent is not None else zero.clone(),
+            "clip_frac": tmean(parts["clipped"]),
+            "dual_clip_frac": tmean(parts["dual"]),
             "ratio_mean": tmean(ratio),
             "ratio_max": torch.where(mask, ratio.detach(), zero).max() if mask.numel() else zero.clone(),
             "approx_kl": tmean(old - lp),

@@ -235,7 +235,8 @@ class Trainer:
         reward = reward.to(self.device)
         values = returns = None
         if tc.algo == "grpo":
-            adv = algos.grpo_advantages(reward, [t.group_id for t in trajs]).to(self.device)
+            adv = algos.grpo_advantages(reward, [t.group_id for t in trajs], singleton=tc.grpo_singleton,
+                                        norm_by_std=tc.grpo_norm_by_std).to(self.device)
             adv = adv[:, None].expand_as(old_lp) * mask
             return adv, None, None
         kl = (old_lp - ref_lp) * mask
