@@ -132,3 +132,27 @@ def test_crashed_sft_resumes_bit_identically(toy, tmp_path, monkeypatch):
     assert _metrics(out) == _metrics(want)
     wa, wb = load_file(want / "final" / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_paper_simulator_recipe_config():
+    from zerosearch.config import load_config
+    from zerosearch.validate import validate_config
+
+    path = ROOT / "configs" / "simulator-sft-qwen2.5-7b.yaml"
+    cfg = load_config(path)
+    s = cfg.sft
+    assert (s.lr, s.steps, s.balance, s.lr_schedule) == (1e-6, 1000, True, "constant")
+    assert s.global_batch_size % (s.micro_batch_size * 8) == 0  # 8 GPUs
+    assert not validate_config(cfg, world_size=8, command="sft").errors
+
+
+@pytest.mark.parametrize("override,key", [("sft.global_batch_size=5", "sft.global_batch_size"),
+                                          ("sft.lr=nan", "sft.lr"), ("sft.lr_schedule=linear", "sft.lr_schedule"),
+                                          ("sft.micro_batch_size=0", "sft.micro_batch_size")])
+def test_bad_sft_config_is_one_line_and_writes_nothing(toy, tmp_path, capsys, override, key):
+    assets, pairs_path, _ = toy
+    out = tmp_path / "run"
+    assert main([*_args(assets, pairs_path, out), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0], err
+    assert not out.exists()
