@@ -49,10 +49,29 @@ def alpaca_row(obj: dict) -> SFTRow:
     return SFTRow([(prompt, False), (" " + str(obj["output"]).strip(), True)], _label(instruction))
 
 
-def pair_row(obj: dict) -> SFTRow:
-    pair = SimulatorPair(str(obj["query"]), str(obj.get("question", "")), [str(a) for a in obj["golden_answers"]],
+def _pair(obj: dict) -> SimulatorPair:
+    return SimulatorPair(str(obj["query"]), str(obj.get("question", "")), [str(a) for a in obj["golden_answers"]],
                          [str(d) for d in obj["documents"]], bool(obj["useful"]))
+
+
+def pair_row(obj: dict) -> SFTRow:
+    pair = _pair(obj)
     return SFTRow(simulator_samples([pair])[0], pair.useful)
+
+
+def load_pairs(path: str | Path) -> list[SimulatorPair]:
+    """The pairs JSONL rows of `path` (for `simulate --eval`); an error names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file not found: {path}")
+    pairs = []
+    for n, obj in _objects(path):
+        if not (isinstance(obj, dict) and all(k in obj for k in PAIR_KEYS)):
+            raise ValueError(f"{path}:{n}: a pair needs {', '.join(PAIR_KEYS)}")
+        pairs.append(_pair(obj))
+    if not pairs:
+        raise ValueError(f"{path} holds no pairs")
+    return pairs
 
 
 def _objects(path: Path) -> list[tuple[int, dict]]:
