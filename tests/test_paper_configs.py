@@ -10,7 +10,9 @@ from zerosearch.cli import main
 from zerosearch.config import load_config
 from zerosearch.validate import validate_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+SFT = [p for p in ALL if p.name.startswith("simulator-sft")]  # `zerosearch sft` recipes (tests/test_sft_scale.py)
+CONFIGS = [p for p in ALL if p not in SFT]
 PAPER = [p for p in CONFIGS if not p.name.startswith("toy")]
 
 

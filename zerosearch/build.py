@@ -41,13 +41,19 @@ def load_policy(cfg: RunConfig, device: str | None = None, *, trainable: bool = 
     return tok, policy
 
 
-def load_simulator(cfg: RunConfig):
-    """Tokenizer and model of the local simulator (`model.simulator_path`)."""
+def load_simulator(cfg: RunConfig, *, trainable: bool = False, device: str | None = None):
+    """Tokenizer and model of the local simulator (`model.simulator_path`); `trainable` (for `zerosearch sft`)
+    keeps the weight dtype of `model.dtype` and computes in its compute dtype, as `load_policy` does."""
+    from zerosearch.rl.forward import set_compute_dtype
+
     if not cfg.model.simulator_path:
         raise ValueError("model.simulator_path is not set in the config")
+    device = device or cfg.device
     tok = load_tokenizer(cfg.model.tokenizer_path or cfg.model.simulator_path)
-    model = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, cfg.device,
-                           attn_implementation=cfg.model.attn_implementation, trainable=False).eval()
+    model = load_causal_lm(cfg.model.simulator_path, cfg.model.dtype, device,
+                           attn_implementation=cfg.model.attn_implementation, trainable=trainable).eval()
+    if trainable:
+        set_compute_dtype(model, resolve_dtypes(cfg.model.dtype, device)[1])
     return tok, model
 
 

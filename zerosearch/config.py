@@ -154,6 +154,35 @@ class TrainerConfig:
 
 
 @dataclass
+class SFTConfig:
+    """`zerosearch sft`: supervised fine-tuning of the simulator (model.simulator_path) into out_dir.
+
+    One optimiser step sees `global_batch_size` sequences: each of the N ranks runs
+    global_batch_size / (N · micro_batch_size) micro-batches and accumulates their gradients.
+    `model.gradient_checkpointing` and `model.packed_sequences` apply as in RL.
+    """
+
+    data_path: str = ""  # our pairs JSONL or ZeroSearch instruction/input/output rows (zerosearch/rl/sft_data.py)
+    eval_path: str = ""  # held-out rows; empty: the last eval_fraction of data_path (after a seeded shuffle)
+    eval_fraction: float = 0.02
+    balance: bool = True  # equal useful and noisy rows (the larger class subsampled)
+    steps: int = 1000
+    lr: float = 1e-6
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    global_batch_size: int = 16
+    micro_batch_size: int = 4
+    max_len: int = 1024
+    length_grouping: bool = True  # micro-batches of similar lengths (less padding)
+    eval_every: int = 100  # 0: only at the end
+    save_every: int = 100
+    keep_checkpoints: int = 2
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     out_dir: str = "runs/toy"
@@ -167,6 +196,7 @@ class RunConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
 
 def _section(node: Any, name: str, key: str) -> Any:

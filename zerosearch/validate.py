@@ -282,6 +282,24 @@ def _serve(cfg: RunConfig, r: Report) -> None:
         r.errors.append(f"serve.{e}")
 
 
+def _sft(cfg: RunConfig, r: Report, world_size: int) -> None:
+    """`zerosearch sft`'s section: a global batch that splits into micro-batches on every rank, sane ranges."""
+    s = cfg.sft
+    _choice(r, "sft.lr_schedule", s.lr_schedule, LR_SCHEDULES)
+    for key, value in (("sft.steps", s.steps), ("sft.global_batch_size", s.global_batch_size),
+                       ("sft.micro_batch_size", s.micro_batch_size), ("sft.max_len", s.max_len)):
+        _range(r, key, value, 1)
+    for key, value in (("sft.eval_every", s.eval_every), ("sft.save_every", s.save_every),
+                       ("sft.warmup_steps", s.warmup_steps)):
+        _range(r, key, value, 0)
+    _range(r, "sft.lr", s.lr, 0, lo_open=True)
+    _range(r, "sft.eval_fraction", s.eval_fraction, 0, 1, hi_open=True)
+    per_step = max(1, s.micro_batch_size) * max(1, world_size)
+    if s.global_batch_size >= 1 and s.global_batch_size % per_step:
+        r.errors.append(f"sft.global_batch_size={s.global_batch_size} is not a multiple of sft.micro_batch_size x "
+                        f"world size = {per_step}")
+
+
 def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "train") -> Report:
     """Every check that needs no model, GPU or network. `command` says what the run reads: train (the train
     data, the batch shapes) or eval (the test sets); any other command (toy, sft, simulate) gets the names,
@@ -296,7 +314,9 @@ def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "trai
         _batches(cfg, report, world_size)
     if command in ("train", "eval"):
         _paths(cfg, report, command)
-    if command in ("train", "eval", "toy"):
+    if command == "sft":
+        _sft(cfg, report, world_size)
+    if command in ("train", "eval", "toy", "sft"):
         problem = dir_problem(cfg.out_dir) if cfg.out_dir else "it is empty"
         if problem:
             report.errors.append(f"out_dir: {problem}")

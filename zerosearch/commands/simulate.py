@@ -17,7 +17,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        "`search.backend=openai` runs can use (see SECURITY.md). The server batches concurrent "
                        "requests (up to serve.max_batch prompts) and generates with the configured "
                        "generation.backend (engine by default); its limits are the config section serve.*.")
-    p.add_argument("--query", help="the search query (required unless --serve)")
+    p.add_argument("--query", help="the search query (required unless --serve or --eval)")
+    p.add_argument("--eval", metavar="PAIRS",
+                   help="measure the simulator on held-out pairs JSONL (query, question, golden_answers, documents, "
+                   "useful): useful recall, noisy leak rate, format validity, mean length, agreement with the real "
+                   "engine's label; prints a table and writes out_dir/simulator-eval.json")
+    p.add_argument("--eval-out", help="--eval: where to write the JSON (default out_dir/simulator-eval.json)")
     p.add_argument("--question", default="")
     p.add_argument("--answer", action="append", default=[], help="gold answer (repeatable)")
     p.add_argument("--noisy", action="store_true", help="ask for noisy documents instead of useful ones")
@@ -61,8 +66,10 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
         serve(build_generator(cfg, model, tok), model_name=simulator_name(cfg), host=args.host, port=args.port,
               **limits)
         return 0
+    if args.eval:
+        return _evaluate(cfg, args)
     if not args.query:
-        raise ValueError("--query is required (or use --serve)")
+        raise ValueError("--query is required (or use --serve or --eval)")
     always_noisy = NoiseCurriculum(1, p_start=1.0, p_end=1.0) if args.noisy else None
     search = build_search(cfg, curriculum=always_noisy)
     [res] = search.search([SearchRequest(0, args.query, args.question, args.answer)])
@@ -70,4 +77,33 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
         print(f"Doc {i + 1}: {doc}")
     if res.fallback:
         print(f"(fallback: {res.error})", file=sys.stderr)
+    return 0
+
+
+def _evaluate(cfg: RunConfig, args) -> int:
+    """`simulate --eval`: the simulator asked for useful and for noisy documents on every held-out pair."""
+    import json
+    from pathlib import Path
+
+    from zerosearch.build import build_search
+    from zerosearch.eval.simulator_quality import format_quality_table, simulator_quality
+    from zerosearch.rl.sft_data import load_pairs
+    from zerosearch.runtime.run_dir import file_problem, writing
+    from zerosearch.search import NoiseCurriculum
+
+    out = Path(args.eval_out or Path(cfg.out_dir) / "simulator-eval.json")
+    problem = file_problem(out)
+    if problem:
+        raise ValueError(f"--eval-out: {problem}")
+    pairs = load_pairs(args.eval)
+    useful = build_search(cfg, curriculum=NoiseCurriculum(1, p_start=0.0, p_end=0.0))
+    noisy = build_search(cfg, curriculum=NoiseCurriculum(1, p_start=1.0, p_end=1.0), simulator=getattr(
+        useful, "completer", None))
+    result = simulator_quality(useful, noisy, pairs, top_k=cfg.search.top_k)
+    name = cfg.search.model or Path(cfg.model.simulator_path or "simulator").name
+    print(format_quality_table({name: result}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.write_text(json.dumps({name: result}, indent=2))
+    print(f"simulator evaluation: {out}")
     return 0

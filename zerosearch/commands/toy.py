@@ -11,7 +11,9 @@ NAME = "toy"
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("toy", help="build the toy world, SFT the simulator, warm-start, RL, evaluate")
-    p.add_argument("--resume", action="store_true", help="continue the RL phase from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run: finished stages are reused (rebuilt if their saved model does not "
+                   "load), RL continues from its last checkpoint; the result is that of an uninterrupted run")
     p.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
     return p
 

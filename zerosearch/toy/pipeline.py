@@ -7,16 +7,20 @@ evaluate before/after with real search.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from zerosearch.build import build_curriculum, build_generator, build_runner, build_search, build_trainer
 from zerosearch.config import RunConfig, save_config
 from zerosearch.data.qa import QAExample
 from zerosearch.eval import evaluate
+from zerosearch.hf.saving import load_if_complete, save_pretrained_atomic
 from zerosearch.rl.sft import SimulatorPair, balance_pairs, sft_train, simulator_samples
 from zerosearch.search import BM25Search
 from zerosearch.toy.assets import ToyAssets, ensure_toy_assets
@@ -46,8 +50,9 @@ def _passage_of(world: ToyWorld, name: str) -> str:
     return world.passages[[e.name for e in world.entities].index(name)]
 
 
-def collect_simulator_pairs(world: ToyWorld, bm25: BM25Search, examples: list[QAExample],
-                            rng: random.Random) -> list[SimulatorPair]:
+def collect_simulator_pairs(
+    world: ToyWorld, bm25: BM25Search, examples: list[QAExample], rng: random.Random
+) -> list[SimulatorPair]:
     """Useful pairs: real results for the right query. Noisy: real results for a query about another
     entity, shown under the right query. Labels are checked: useful iff the needed passage is among them."""
     names_by_kind: dict[str, list[str]] = {}
@@ -65,8 +70,9 @@ def collect_simulator_pairs(world: ToyWorld, bm25: BM25Search, examples: list[QA
     return pairs
 
 
-def warm_start_samples(world: ToyWorld, bm25: BM25Search, examples: list[QAExample], rng: random.Random,
-                       search_fraction: float) -> list:
+def warm_start_samples(
+    world: ToyWorld, bm25: BM25Search, examples: list[QAExample], rng: random.Random, search_fraction: float
+) -> list:
     """Format-only warm start: some trajectories search (with real results), the others guess an answer
     of the right type without searching, so RL has a better behaviour to discover."""
     values_by_relation: dict[str, list[str]] = {}
@@ -91,9 +97,107 @@ def _table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
-def run_toy(cfg: RunConfig, *, resume: bool = False, fast: bool = False, progress: bool = True,
-            schedule: ToySchedule | None = None) -> dict:
-    """Run every stage; stages whose outputs exist in out_dir are reused when resuming."""
+STAGES = ("simulator", "warm-start", "eval-before", "rl", "eval-after")
+
+
+def stage_rng(seed: int, stage: str) -> random.Random:
+    """The stage's own generator, and torch's global seed, from (seed, stage) alone.
+
+    Why per stage: on `--resume` a finished stage is loaded instead of rerun, so a generator shared across stages
+    would reach the next stage in another state and the resumed run would end with other weights.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown toy stage {stage!r}; stages: {', '.join(STAGES)}")
+    digest = hashlib.sha256(f"zerosearch-toy:{seed}:{stage}".encode()).digest()
+    value = int.from_bytes(digest[:8], "little")
+    torch.manual_seed(value)
+    return random.Random(value)
+
+
+def _load_model(path: Path):
+    from transformers import Qwen2ForCausalLM
+
+    return load_if_complete(path, Qwen2ForCausalLM.from_pretrained)
+
+
+def build_simulator(
+    cfg: RunConfig,
+    assets: ToyAssets,
+    world: ToyWorld,
+    tok,
+    bm25: BM25Search,
+    sched: ToySchedule,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+):
+    """The SFT'd simulator saved in `out_dir` (an atomic directory write)."""
+    from transformers import Qwen2ForCausalLM
+
+    rng = stage_rng(cfg.seed, "simulator")
+    pairs = balance_pairs(collect_simulator_pairs(world, bm25, world.train, rng), seed=cfg.seed)
+    log.info("simulator SFT on %d balanced pairs", len(pairs))
+    simulator = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir)
+    sft_train(
+        simulator,
+        tok,
+        simulator_samples(pairs),
+        steps=sched.simulator_steps,
+        batch_size=sched.batch_size,
+        lr=sched.simulator_lr,
+        append_eos=True,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=progress,
+        desc="simulator sft",
+    )
+    save_pretrained_atomic(out_dir, simulator)
+    return simulator
+
+
+def warm_start_policy(
+    cfg: RunConfig,
+    assets: ToyAssets,
+    world: ToyWorld,
+    tok,
+    bm25: BM25Search,
+    sched: ToySchedule,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+):
+    """The format-only warm-started policy saved in `out_dir` (an atomic directory write)."""
+    from transformers import Qwen2ForCausalLM
+
+    rng = stage_rng(cfg.seed, "warm-start")
+    samples = warm_start_samples(world, bm25, world.train, rng, sched.search_fraction)
+    policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
+    sft_train(
+        policy,
+        tok,
+        samples,
+        steps=sched.policy_steps,
+        batch_size=sched.batch_size,
+        lr=sched.policy_lr,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=progress,
+        desc="policy warm-start",
+    )
+    save_pretrained_atomic(out_dir, policy)
+    return policy
+
+
+def run_toy(
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    fast: bool = False,
+    progress: bool = True,
+    schedule: ToySchedule | None = None,
+) -> dict:
+    """Run every stage. When resuming, a stage whose saved model loads is reused and one whose model is missing
+    or does not load is rebuilt; each stage seeds itself (`stage_rng`), so the end result is the same either way."""
     sched = schedule or (ToySchedule.fast() if fast else ToySchedule())
     if fast:
         cfg.trainer.steps = min(cfg.trainer.steps, 4)
@@ -104,42 +208,41 @@ def run_toy(cfg: RunConfig, *, resume: bool = False, fast: bool = False, progres
     assets: ToyAssets = ensure_toy_assets(cfg.cache_dir, seed=cfg.seed)
     world, tok = assets.load_world(), assets.load_tokenizer()
     bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=cfg.search.top_k)
-    rng = random.Random(cfg.seed)
-    from transformers import Qwen2ForCausalLM
 
     sim_dir, warm_dir = out / "simulator", out / "policy-warm"
-    if resume and (sim_dir / "config.json").exists():
-        simulator = Qwen2ForCausalLM.from_pretrained(sim_dir)
-    else:
-        pairs = balance_pairs(collect_simulator_pairs(world, bm25, world.train, rng), seed=cfg.seed)
-        log.info("simulator SFT on %d balanced pairs", len(pairs))
-        simulator = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir)
-        sft_train(simulator, tok, simulator_samples(pairs), steps=sched.simulator_steps, batch_size=sched.batch_size,
-                  lr=sched.simulator_lr, append_eos=True, seed=cfg.seed, device=cfg.device, progress=progress,
-                  desc="simulator sft")
-        simulator.save_pretrained(sim_dir)
-    if resume and (warm_dir / "config.json").exists():
-        policy = Qwen2ForCausalLM.from_pretrained(warm_dir)
-    else:
-        samples = warm_start_samples(world, bm25, world.train, rng, sched.search_fraction)
-        policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-        sft_train(policy, tok, samples, steps=sched.policy_steps, batch_size=sched.batch_size, lr=sched.policy_lr,
-                  seed=cfg.seed, device=cfg.device, progress=progress, desc="policy warm-start")
-        policy.save_pretrained(warm_dir)
+    simulator = _load_model(sim_dir) if resume else None
+    if simulator is None:
+        simulator = build_simulator(cfg, assets, world, tok, bm25, sched, sim_dir, progress=progress)
+    policy = _load_model(warm_dir) if resume else None
+    if policy is None:
+        policy = warm_start_policy(cfg, assets, world, tok, bm25, sched, warm_dir, progress=progress)
 
     test = world.test[: cfg.data.max_test_examples or None]
     policy_gen = build_generator(cfg, policy, tok)
-    before = evaluate(build_runner(cfg, policy_gen, tok, bm25, greedy=True), test,
-                      out_jsonl=out / "eval-before.jsonl", progress=progress, desc="eval before RL")
+    stage_rng(cfg.seed, "eval-before")
+    before = evaluate(
+        build_runner(cfg, policy_gen, tok, bm25, greedy=True),
+        test,
+        out_jsonl=out / "eval-before.jsonl",
+        progress=progress,
+        desc="eval before RL",
+    )
+    stage_rng(cfg.seed, "rl")
     curriculum = build_curriculum(cfg)
     sim_search = build_search(cfg, curriculum=curriculum, simulator=build_generator(cfg, simulator, tok))
     trainer = build_trainer(cfg, policy, tok, world.train, search=sim_search, curriculum=curriculum)
     if resume:
         trainer.resume()
     trainer.fit(progress=progress)
-    policy.save_pretrained(out / "policy-rl")
-    after = evaluate(build_runner(cfg, policy_gen, tok, bm25, greedy=True), test,
-                     out_jsonl=out / "eval-after.jsonl", progress=progress, desc="eval after RL")
+    save_pretrained_atomic(out / "policy-rl", policy)
+    stage_rng(cfg.seed, "eval-after")
+    after = evaluate(
+        build_runner(cfg, policy_gen, tok, bm25, greedy=True),
+        test,
+        out_jsonl=out / "eval-after.jsonl",
+        progress=progress,
+        desc="eval after RL",
+    )
     summary = {"before": before, "after": after, "simulator": sim_search.stats()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\nHeld-out toy questions, greedy, real BM25 search:\n" + _table(before, after))
