@@ -55,7 +55,7 @@ def _probe_lines(probe: dict) -> list[str]:
     lines = [f"- device: {probe.get('name')} ({probe.get('device')}{gpu})",
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              f"- measured ceilings: copy {probe.get('copy_GBps', 0):.0f} GB/s (read + write), matmul "
-             f"{probe.get('matmul_TFLOPs', 0):.1f} TFLOP/s ({probe.get('matmul')})"]  # fmt: skip
+             f"{probe.get('matmul_TFLOPs', 0):.3g} TFLOP/s ({probe.get('matmul')})"]  # fmt: skip
     if probe.get("nvidia_smi"):
         lines += ["", "```", probe["nvidia_smi"], "```"]
     return lines
