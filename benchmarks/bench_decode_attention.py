@@ -49,7 +49,8 @@ from zerosearch.ops.decode_attention import decode_attention
 # decode: (batch, query heads, kv heads, head dim, prefix length, cache length)
 DECODE_SHAPES = {
     "cpu": [(64, 4, 2, 32, 100, 48), (32, 16, 2, 128, 1024, 512)],
-    "cuda": [(64, 16, 2, 128, 1024, 512), (256, 16, 2, 128, 2048, 2048)],
+    # Qwen2.5-3B (16 query / 2 KV heads) and Qwen2.5-7B (28 / 4), head dim 128
+    "cuda": [(64, 16, 2, 128, 1024, 512), (256, 16, 2, 128, 2048, 2048), (64, 28, 4, 128, 1536, 512)],
     "quick": [(3, 4, 2, 16, 8, 6)],
 }
 # merge: (rows, parts, head dim)

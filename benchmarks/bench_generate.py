@@ -11,7 +11,11 @@ A second row times the engine on ragged budgets (rollout turns end at very diffe
 compaction of finished rows on against off.
 
 CPU default: the toy Qwen2 policy size (hidden 128, 3 layers, vocab ~700) at batch 64, prefix 100, 40 new.
-``--out FILE`` writes the numbers as JSON.
+``--model`` picks a random-weight Qwen2-architecture model of a real shape instead (``qwen2-0.5b``: Qwen2-0.5B;
+``qwen2.5-3b``: Qwen2.5-3B, the paper's simulator and policy size), built directly on the device; any size flag
+given overrides the preset's value. The roofline line on CUDA says how close the engine gets to the bandwidth
+limit, e.g. ``--device cuda --model qwen2.5-3b --batch 256 --prefix 1536 --new 64``. ``--out FILE`` writes the
+numbers as JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from zerosearch.engine.models import LeanCausalLM
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MIN_GREEDY_AGREEMENT = 0.9  # fp32 near-ties can flip an argmax and change the rest of that row
+# Qwen2-architecture shapes (random weights): vocab, hidden, layers, heads, kv heads, MLP width, tied embeddings
+MODELS = {
+    "toy": dict(vocab=700, hidden=128, layers=3, heads=4, kv_heads=2, intermediate=256, tie=False),
+    "qwen2-0.5b": dict(vocab=151936, hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, tie=True),
+    "qwen2.5-3b": dict(vocab=151936, hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, tie=True),
+}
 
 
 def _model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
@@ -35,11 +45,13 @@ def _model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
 
     cfg = Qwen2Config(
         vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
-        intermediate_size=args.hidden * 2, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=4096, tie_word_embeddings=False,
+        intermediate_size=args.intermediate, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+        max_position_embeddings=max(4096, args.prefix + 64 + args.new), tie_word_embeddings=args.tie,
     )  # fmt: skip
     torch.manual_seed(0)
-    return Qwen2ForCausalLM(cfg).to(device, DTYPES[args.dtype]).eval()
+    with torch.device(device):  # initialised where it runs: a 3B model's random init on the host takes minutes
+        model = Qwen2ForCausalLM(cfg)
+    return model.to(DTYPES[args.dtype]).eval()
 
 
 def _prompts(args: argparse.Namespace) -> list[list[int]]:
@@ -141,11 +153,13 @@ def _bandwidth_limit(model: torch.nn.Module, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[common_parser()])
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default float32 on CPU, bfloat16 on CUDA")
-    p.add_argument("--vocab", type=int, default=700)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--model", choices=list(MODELS), default="toy", help="a preset shape (random weights)")
+    p.add_argument("--vocab", type=int, help="overrides the preset")
+    p.add_argument("--hidden", type=int, help="overrides the preset")
+    p.add_argument("--layers", type=int, help="overrides the preset")
+    p.add_argument("--heads", type=int, help="overrides the preset")
+    p.add_argument("--kv-heads", type=int, help="overrides the preset")
+    p.add_argument("--intermediate", type=int, help="MLP width; overrides the preset")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--prefix", type=int, default=100)
     p.add_argument("--new", type=int, default=40)
@@ -153,9 +167,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--no-graph", action="store_true")
     p.add_argument("--no-prefix", action="store_true")
     p.add_argument("--long-every", type=int, default=8,
-                   help="ragged scenario: every N-th row runs the whole budget, the others 1/8 of it")
+                   help="ragged scenario: every N-th row runs the whole budget, the others 1/8 of it")  # fmt: skip
+    p.add_argument("--no-ragged", action="store_true", help="skip the compaction on/off row")
     p.add_argument("--quick", action="store_true", help="batch 4, prefix 16, 4 new tokens (smoke test)")
     args = p.parse_args(argv)
+    for key, value in MODELS[args.model].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     device = resolve_device(p, args.device)
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     if args.quick:
@@ -183,14 +201,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    ("engine_tokens_per_s", "engine tok/s", ".1f"), ("hf_tokens_per_s", "hf tok/s", ".1f")])  # fmt: skip
     table.header()
     table.row(row)
-    ragged = compaction_row(model, prompts, args, device)
-    table.row(ragged)
+    rows = [row]
+    if not args.no_ragged:
+        rows.append(compaction_row(model, prompts, args, device))
+        table.row(rows[-1])
     if device.type == "cuda":
-        print(f"engine at {row['fraction_of_bandwidth_limit']:.1%} of the memory-bandwidth limit "
-              f"({row['bandwidth_limit']['limit_tokens_per_s']:.0f} tok/s)")  # fmt: skip
+        print(f"roofline: engine {row['engine_tokens_per_s']:.0f} tok/s = {row['fraction_of_bandwidth_limit']:.1%} "
+              f"of the memory-bandwidth limit ({row['bandwidth_limit']['limit_tokens_per_s']:.0f} tok/s at "
+              f"{row['bandwidth_limit']['copy_bandwidth_Bps'] / 1e12:.2f} TB/s measured copy bandwidth)")  # fmt: skip
     config = {k: v for k, v in vars(args).items() if k not in ("out", "device")}
-    write_json(args.out, "bench_generate", [row, ragged], device, config=config)
-    return [row, ragged]
+    write_json(args.out, "bench_generate", rows, device, config=config)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The exact log-sum-exp merge of attention partials (kernels/attn_merge.py) against a float64 softmax over the
-union of the parts' keys. Triton runs through its interpreter on CPU."""
+union of the parts' keys. The kernel runs on ``kernel_device`` (conftest): compiled on CUDA, interpreted on CPU."""
 
 import os
 
@@ -23,13 +23,13 @@ def _full_softmax(q, keys, vals, valid, scale):
 
 
 @needs_triton
-def test_merge_kernel_matches_reference_float64():
+def test_merge_kernel_matches_reference_float64(kernel_device):
     g = torch.Generator().manual_seed(1)
     out = torch.randn(6, 4, 24, generator=g)
     lse = torch.randn(6, 4, generator=g) * 3
     lse[2, 1] = float("-inf")
     lse[4] = float("-inf")
-    got, glse = attn_merge.merge_partials(out, lse)
+    got, glse = (t.cpu() for t in attn_merge.merge_partials(out.to(kernel_device), lse.to(kernel_device)))
     ref, rlse = attn_merge.merge_partials_reference(out.double(), lse.double())
     torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(glse.double(), rlse, atol=1e-6, rtol=1e-6)

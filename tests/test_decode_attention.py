@@ -1,7 +1,8 @@
 """Decode attention (split-KV, GQA, shared prefix) and prefill attention against float64 references.
 
 The references here concatenate all keys and take one plain softmax, so they share no code with the
-split/merge path under test. Triton runs through its interpreter on CPU (tiny shapes).
+split/merge path under test. The kernels run on ``kernel_device`` (conftest): compiled on CUDA, through
+Triton's interpreter on CPU (tiny shapes); results are compared on the CPU.
 """
 
 import os
@@ -31,15 +32,16 @@ def _full_softmax(q, keys, vals, valid, scale):
 
 @needs_triton
 @pytest.mark.parametrize("splits", [1, 3])
-def test_split_kv_kernel_matches_float64(splits):
+def test_split_kv_kernel_matches_float64(splits, kernel_device):
     g = torch.Generator().manual_seed(0)
     z, m, n, d = 3, 5, 70, 16
     q, k, v = (torch.randn(z, x, d, generator=g) for x in (m, n, n))
     start = torch.tensor([0, 13, 40], dtype=torch.int32)
     end = torch.tensor([70, 50, 40], dtype=torch.int32)  # last group has no keys at all
-    out, lse = dmod.split_kv_attention(q, k, v, start, end, 0.25, num_splits=splits)
+    dev = [t.to(kernel_device) for t in (q, k, v, start, end)]
+    out, lse = dmod.split_kv_attention(*dev, 0.25, num_splits=splits)
     merged, mlse = attn_merge.merge_partials(out.reshape(z * m, splits, d), lse.reshape(z * m, splits))
-    merged, mlse = merged.view(z, m, d), mlse.view(z, m)
+    merged, mlse = merged.view(z, m, d).cpu(), mlse.view(z, m).cpu()
     for i in range(z):
         valid = (torch.arange(n) >= start[i]) & (torch.arange(n) < end[i])
         if valid.any():
@@ -97,45 +99,45 @@ def _check_splits_and_merge(q, k, v, start, end, scale, splits):
             assert torch.isneginf(mlse[i]).all() and (merged[i] == 0).all()
 
 
-def _ragged(dtype, z_m_n_d, start, end, seed):
+def _ragged(dtype, z_m_n_d, start, end, seed, dev):
     g = torch.Generator().manual_seed(seed)
     z, m, n, d = z_m_n_d
     q, k, v = (torch.randn(z, x, d, generator=g).to(dtype) for x in (m, n, n))
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
     start, end = torch.tensor(start, dtype=torch.int32), torch.tensor(end, dtype=torch.int32)
     return q.to(dev), k.to(dev), v.to(dev), start.to(dev), end.to(dev)
 
 
 @needs_triton
 @pytest.mark.parametrize("splits", [1, 4, 7])
-def test_split_kv_splits_partition_ragged_live_ranges(splits):
+def test_split_kv_splits_partition_ragged_live_ranges(splits, kernel_device):
     # one key; none (start == end and start > end); a long row; a long row starting late; a mid-length one
     start, end = [5, 9, 12, 0, 40, 3], [6, 9, 4, 300, 299, 100]
-    q, k, v, st, en = _ragged(torch.float32, (6, 5, 300, 16), start, end, seed=4)
+    q, k, v, st, en = _ragged(torch.float32, (6, 5, 300, 16), start, end, seed=4, dev=kernel_device)
     _check_splits_and_merge(q, k, v, st, en, 0.3, splits)
 
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_split_kv_16bit_inputs_match_float64(dtype):
+def test_split_kv_16bit_inputs_match_float64(dtype, kernel_device):
     # the reference sees the same 16-bit-rounded values, so only the kernel's arithmetic is compared
-    q, k, v, st, en = _ragged(dtype, (4, 7, 200, 16), [0, 17, 30, 2], [200, 18, 30, 130], seed=5)
+    q, k, v, st, en = _ragged(dtype, (4, 7, 200, 16), [0, 17, 30, 2], [200, 18, 30, 130], seed=5, dev=kernel_device)
     _check_splits_and_merge(q, k, v, st, en, 0.25, 4)
 
 
 @needs_triton
-def test_split_kv_prefix_shape_many_query_blocks():
+def test_split_kv_prefix_shape_many_query_blocks(kernel_device):
     # the shared prefix: Z = Hkv groups, M = B * G queries spread over several query tiles (last one partial)
     hkv, b, grp, p = 2, 9, 8, 150
-    q, k, v, st, en = _ragged(torch.float32, (hkv, b * grp, p, 16), [0, 0], [p, p], seed=6)
+    q, k, v, st, en = _ragged(torch.float32, (hkv, b * grp, p, 16), [0, 0], [p, p], seed=6, dev=kernel_device)
     _check_splits_and_merge(q, k, v, st, en, 0.2, 3)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not (dmod.HAVE_TRITON and torch.cuda.is_available()), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_split_kv_cuda_graph_replays_with_new_live_ranges(dtype):
     # a captured launch reads the live ranges on the device: replays follow start/end as the cache fills
-    q, k, v, st, en = _ragged(dtype, (6, 8, 512, 128), [0] * 6, [1] * 6, seed=7)
+    q, k, v, st, en = _ragged(dtype, (6, 8, 512, 128), [0] * 6, [1] * 6, seed=7, dev="cuda")
     splits = 5
     dmod.split_kv_attention(q, k, v, st, en, 0.1, num_splits=splits)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
@@ -150,6 +152,7 @@ def test_split_kv_cuda_graph_replays_with_new_live_ranges(dtype):
         torch.testing.assert_close(out, want_o, atol=0, rtol=0)
         torch.testing.assert_close(lse, want_l, atol=0, rtol=0)
         _check_splits_and_merge(q, k, v, st, en, 0.1, splits)
+
 
 def _decode_case(seed=2, b=3, hkv=2, grp=3, s=40, p=19, d=16):
     g = torch.Generator().manual_seed(seed)
@@ -177,11 +180,13 @@ def _decode_ref(q, kc, vc, pk, pv, start, end, scale):
 @pytest.mark.parametrize(
     "use_triton,kv_limit", [(False, None), (False, 31), pytest.param(True, None, marks=needs_triton)]
 )
-def test_decode_attention_with_prefix_gqa(use_triton, kv_limit):
+def test_decode_attention_with_prefix_gqa(use_triton, kv_limit, kernel_device):
     q, kc, vc, pk, pv, start, end = _decode_case()
-    got = decode_attention(q, kc, vc, start, end, pk, pv, 0.3, kv_limit=kv_limit, use_triton=use_triton)
+    dq, dkc, dvc, dpk, dpv, dst, den = (t.to(kernel_device) for t in (q, kc, vc, pk, pv, start, end))
+    got = decode_attention(dq, dkc, dvc, dst, den, dpk, dpv, 0.3, kv_limit=kv_limit, use_triton=use_triton).cpu()
     torch.testing.assert_close(got.double(), _decode_ref(q, kc, vc, pk, pv, start, end, 0.3), atol=2e-5, rtol=1e-5)
-    no_prefix = decode_attention(q, kc, vc, start, end, None, None, 0.3, kv_limit=kv_limit, use_triton=use_triton)
+    no_prefix = decode_attention(dq, dkc, dvc, dst, den, None, None, 0.3, kv_limit=kv_limit,
+                                 use_triton=use_triton).cpu()  # fmt: skip
     empty = torch.zeros(2, 0, 16)
     torch.testing.assert_close(no_prefix.double(), _decode_ref(q, kc, vc, empty, empty, start, end, 0.3),
                                atol=2e-5, rtol=1e-5)  # fmt: skip

@@ -217,6 +217,7 @@ def test_engine_complete_matches_hf_complete_greedy():
     assert any(w.text.strip() for w in want)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_recaptured_after_compaction_matches_eager():
     model = _model("qwen2").float().cuda()

@@ -53,6 +53,17 @@ def test_compiled_op_edge_cases():
         torch.ops.zerosearch.stop_match(tok, torch.tensor([3, 3]), torch.tensor([1]), torch.tensor([0, 1]))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and has_compiled_op("stop_match")), reason="needs CUDA and _C")
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_cuda_op_matches_reference(dtype):
+    for seed in range(3):  # rows wider than a block's 128 threads; lengths past the width are clipped
+        tokens, lengths, stops = _case(seed, rows=300, width=300)
+        got = stop_match(tokens.to(dtype).cuda(), lengths.cuda(), stops)
+        assert got.device.type == "cuda" and got.dtype == torch.int64
+        assert got.cpu().tolist() == stop_match_reference(tokens.tolist(), lengths.tolist(), stops)
+
+
 def test_engine_cuts_stop_sequences_exactly():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
