@@ -46,28 +46,25 @@ def check_plan(out: Path, cfg: RunConfig, schedule: ToySchedule) -> None:
         )
 
 
-def reproduce(
-    cfg: RunConfig,
+def write_report(
+    out: Path,
     variants: list[Variant],
     seeds: list[int],
-    schedule: ToySchedule,
+    results: dict[str, dict[int, dict[str, Any]]],
     *,
     command: str,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train and evaluate every (variant, seed) not finished yet, then write the table and the plot."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "plan.json", _plan(cfg, schedule))
-    t0 = time.perf_counter()
-    results = run_all(cfg, variants, seeds, out, schedule, progress=progress)
+    wall_s: float,
+) -> str:
+    """results.json, results.md and training.png from the (variant, seed) results finished so far."""
     rows = report.summarize(variants, results)
-    n_test = next(iter(next(iter(results.values())).values()))["n_test"]
+    n_test = next(r["n_test"] for per_seed in results.values() for r in per_seed.values())
+    done = sum(len(per_seed) for per_seed in results.values())
     summary = {
         "command": command,
         "seeds": seeds,
         "n_test": n_test,
-        "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
+        "finished": f"{done}/{len(variants) * len(seeds)}",
+        "wall_s_this_invocation": round(wall_s, 1),
         "versions": report.versions(),
         "variants": rows,
     }
@@ -76,6 +73,29 @@ def reproduce(
     with writing(out / "results.md"):
         (out / "results.md").write_text(text)
     report.plot(variants, [out / f"seed{s}" for s in seeds], out / "training.png")
+    return text
+
+
+def reproduce(
+    cfg: RunConfig,
+    variants: list[Variant],
+    seeds: list[int],
+    schedule: ToySchedule,
+    *,
+    command: str,
+    progress: bool = True,
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Train and evaluate every (variant, seed) not finished yet; the table is rewritten as each one finishes, so a
+    killed run leaves the table of what it finished."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "plan.json", _plan(cfg, schedule))
+    t0 = time.perf_counter()
+    results: dict[str, dict[int, dict[str, Any]]] = {v.name: {} for v in variants}
+    text = ""
+    for name, seed, result in run_all(cfg, variants, seeds, out, schedule, progress=progress):
+        results[name][seed] = result
+        text = write_report(out, variants, seeds, results, command=command, wall_s=time.perf_counter() - t0)
     print("\n" + text)
     print(f"table: {out / 'results.md'}  numbers: {out / 'results.json'}  plot: {out / 'training.png'}")
-    return summary
+    return results

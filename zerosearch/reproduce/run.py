@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,9 @@ def run_variant(variant: Variant, ctx: SeedContext, schedule: ToySchedule, *, pr
 
 def run_all(
     cfg: RunConfig, variants: list[Variant], seeds: list[int], out: Path, schedule: ToySchedule, *, progress: bool
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """Every (variant, seed), ZeroSearch first within a seed (it builds what the others start from)."""
-    results: dict[str, dict[int, dict[str, Any]]] = {v.name: {} for v in variants}
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """Every (variant, seed), yielded as it finishes; ZeroSearch first within a seed (it builds what the others
+    start from)."""
     order = sorted(variants, key=lambda v: v.name != ZEROSEARCH)
     total, k = len(order) * len(seeds), 0
     for seed in seeds:
@@ -161,11 +162,10 @@ def run_all(
             what = f"RL {ctx.base.trainer.steps} steps, then eval" if variant.train else "eval"
             print(f"[{k}/{total}] seed {seed} · {variant.name}: {variant.label} ({what})", flush=True)
             r = run_variant(variant, ctx, schedule, progress=progress)
-            results[variant.name][seed] = r
             e = r["eval"]
             print(
                 f"[{k}/{total}] seed {seed} · {variant.name}: EM {e['em']:.3f}  F1 {e['f1']:.3f}  "
                 f"searches/q {e['searches']:.2f}  ({r['wall_s']:.0f} s)",
                 flush=True,
             )
-    return results
+            yield variant.name, seed, r

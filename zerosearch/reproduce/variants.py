@@ -63,9 +63,12 @@ VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 # --smoke: every variant trains a couple of steps on a few questions (CI checks the machinery, not the numbers).
 SMOKE_OVERRIDES: dict[str, Any] = {
     "trainer.steps": 2,
-    "trainer.batch_questions": 4,
+    "trainer.batch_questions": 2,
     "rollout.n_samples": 2,
-    "data.max_test_examples": 6,
+    "rollout.max_turns": 1,
+    "rollout.max_new_tokens": 10,
+    "search.max_new_tokens": 12,
+    "data.max_test_examples": 4,
     "trainer.checkpoint_every": 1,
 }
 SMOKE_SCHEDULE = ToySchedule(simulator_steps=4, policy_steps=4, batch_size=8)
