@@ -1,4 +1,4 @@
-"""`zerosearch` command line: toy | train | eval | sft | simulate | validate.
+"""`zerosearch` command line: toy | reproduce | train | eval | sft | simulate | validate.
 
 Every command takes `--config FILE.yaml` plus dotted overrides (`trainer.steps=100 rollout.n_samples=5`). Each
 command lives in its own module of :mod:`zerosearch.commands` (its arguments and its `run`); this module parses,
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from zerosearch.commands import eval as eval_cmd
-from zerosearch.commands import sft, simulate, toy, train, validate
+from zerosearch.commands import reproduce, sft, simulate, toy, train, validate
 from zerosearch.config import load_config
 from zerosearch.runtime.run_dir import WriteError
 
@@ -26,6 +26,7 @@ TOY_CONFIG = Path(__file__).parent / "configs" / "toy.yaml"
 EPILOG = """examples:
   zerosearch toy                                  # the whole pipeline on the built-in toy world (CPU)
   zerosearch toy trainer.algo=ppo seed=1          # same with PPO and another seed
+  zerosearch reproduce --seeds 0,1,2              # the paper's comparisons on the toy world: a results table
   zerosearch validate --config configs/qwen2.5-3b-grpo.yaml --allow-missing-paths --world-size 8
   torchrun --nproc_per_node 8 -m zerosearch.cli train --config configs/qwen2.5-3b-grpo.yaml
   zerosearch train --config configs/qwen2.5-3b-grpo.yaml --resume
@@ -35,7 +36,7 @@ EPILOG = """examples:
 """
 
 
-COMMANDS = {m.NAME: m for m in (toy, train, eval_cmd, sft, simulate, validate)}
+COMMANDS = {m.NAME: m for m in (toy, reproduce, train, eval_cmd, sft, simulate, validate)}
 
 # Numeric arguments of any command, by argparse dest: (flag, lowest, highest); checked in one place so every
 # command answers a bad value the same way.
@@ -114,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    if args.command == "toy" and not args.config:
+    defaults: list[str] = []
+    if args.command in ("toy", "reproduce") and not args.config:
         args.config = str(TOY_CONFIG)
+        defaults = list(getattr(COMMANDS[args.command], "DEFAULT_OVERRIDES", ()))
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, [*defaults, *args.overrides])
         errors = _precheck(cfg, args) if args.command != "validate" else []
     except (ValueError, FileNotFoundError) as exc:
         print(f"zerosearch: config error: {exc}", file=sys.stderr)

@@ -114,12 +114,13 @@ def _ranges(cfg: RunConfig, r: Report) -> None:
     _range(r, "data.max_test_examples", cfg.data.max_test_examples, 0)
     for key, value in (("trainer.steps", t.steps), ("trainer.batch_questions", t.batch_questions),
                        ("trainer.ppo_epochs", t.ppo_epochs), ("trainer.mini_batches", t.mini_batches),
-                       ("rollout.n_samples", ro.n_samples), ("rollout.max_turns", ro.max_turns),
-                       ("rollout.max_new_tokens", ro.max_new_tokens), ("search.top_k", s.top_k),
+                       ("rollout.n_samples", ro.n_samples), ("rollout.max_new_tokens", ro.max_new_tokens),
+                       ("search.top_k", s.top_k),
                        ("search.max_new_tokens", s.max_new_tokens), ("search.concurrency", s.concurrency)):
         _range(r, key, value, 1)
-    for key, value in (("trainer.warmup_steps", t.warmup_steps), ("trainer.weight_decay", t.weight_decay),
-                       ("trainer.kl_coef", t.kl_coef), ("trainer.entropy_coef", t.entropy_coef),
+    for key, value in (("rollout.max_turns", ro.max_turns), ("trainer.warmup_steps", t.warmup_steps),
+                       ("trainer.weight_decay", t.weight_decay), ("trainer.kl_coef", t.kl_coef),
+                       ("trainer.entropy_coef", t.entropy_coef),
                        ("trainer.checkpoint_every", t.checkpoint_every), ("trainer.value_clip", t.value_clip),
                        ("trainer.keep_checkpoints", t.keep_checkpoints), ("search.max_retries", s.max_retries)):
         _range(r, key, value, 0)
@@ -310,13 +311,13 @@ def validate_config(cfg: RunConfig, *, world_size: int = 1, command: str = "trai
     _precision(cfg, report)
     _curriculum(cfg, report)
     _serve(cfg, report)
-    if command in ("train", "toy"):
+    if command in ("train", "toy", "reproduce"):
         _batches(cfg, report, world_size)
     if command in ("train", "eval"):
         _paths(cfg, report, command)
     if command == "sft":
         _sft(cfg, report, world_size)
-    if command in ("train", "eval", "toy", "sft"):
+    if command in ("train", "eval", "toy", "sft", "reproduce"):
         problem = dir_problem(cfg.out_dir) if cfg.out_dir else "it is empty"
         if problem:
             report.errors.append(f"out_dir: {problem}")
