@@ -61,10 +61,9 @@ GEN_3B = ("--model", "qwen2.5-3b", "--prefix", "1536", "--new", "64", "--repeats
 # One row per benchmark run: (step, script in benchmarks/, GPU arguments, CPU dry-run arguments, budget in s).
 # The suite adds --device and --out. Edit this table when a benchmark is added, renamed or split.
 BENCHMARKS: list[tuple[str, str, tuple[str, ...], tuple[str, ...], int]] = [
-    ("pg_loss_3b", "bench_pg_loss.py", QWEN_3B_HEAD, ("--quick",), 45),
-    ("pg_loss_7b", "bench_pg_loss.py", QWEN_7B_HEAD, ("--quick",), 45),
-    ("token_logprobs_7b", "bench_pg_loss.py", ("--op", "token_logprobs", *QWEN_7B_HEAD),
-     ("--quick", "--op", "token_logprobs"), 40),
+    ("masked_pg_loss_3b", "bench_masked_pg_loss.py", QWEN_3B_HEAD, ("--quick",), 45),
+    ("masked_pg_loss_7b", "bench_masked_pg_loss.py", QWEN_7B_HEAD, ("--quick",), 45),
+    ("token_logprobs_7b", "bench_token_logprobs.py", QWEN_7B_HEAD, ("--quick",), 40),
     ("decode_attention", "bench_decode_attention.py", (), ("--quick", "--repeats", "2"), 45),
     ("sampling", "bench_sampling.py", (), ("--quick", "--repeats", "2"), 45),
     ("generate_qwen2_0.5b_b64", "bench_generate.py",

@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ "${1:-}" = "--fetch-wheels" ]; then
-  # Packages the GPU image lacks (zerosearch imports bm25s; bench_pg_loss compares against liger-kernel), as
+  # Packages the GPU image lacks (zerosearch imports bm25s; bench_masked_pg_loss compares against liger-kernel), as
   # wheels for its Python; --no-deps: their own needs (numpy, torch, triton) are in the image.
   mkdir -p .wheels
   exec "$PY" -m pip download --no-deps --only-binary=:all: --python-version "${WHEEL_PYTHON:-3.12}" \
