@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.reproduce.variants import Variant
-from zerosearch.runtime.metrics import read_metrics
-from zerosearch.runtime.run_dir import writing
+from zerosearch.runtime.metrics import pyplot, read_metrics, save_figure
 
 LIBRARIES = ("torch", "transformers", "bm25s", "numpy", "tokenizers", "safetensors")
 
@@ -101,11 +100,7 @@ def markdown(rows: list[dict[str, Any]], *, seeds: list[int], n_test: int, comma
 def plot(variants: list[Variant], seed_dirs: list[Path], out_png: Path) -> Path:
     """Training reward (mean over seeds) and the noise probability per step, one line per RL variant. Noise is
     drawn only where the simulator writes the documents (real search has no injected noise)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_r, ax_p) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     for v in variants:
         if not v.train:
@@ -126,10 +121,4 @@ def plot(variants: list[Variant], seed_dirs: list[Path], out_png: Path) -> Path:
     ax_p.set_xlabel("RL step")
     ax_p.legend(fontsize=8, ncol=2)
     fig.suptitle("toy world: training reward and simulator noise per variant")
-    fig.tight_layout()
-    try:
-        with writing(out_png):
-            fig.savefig(out_png, dpi=100)
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

@@ -28,8 +28,8 @@ from zerosearch.rl.lr_schedule import lr_factor
 from zerosearch.rl.sft import Segments, tokenize_segments
 from zerosearch.runtime import distributed
 from zerosearch.runtime.checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
-from zerosearch.runtime.metrics import MetricsLogger, read_metrics
-from zerosearch.runtime.run_dir import check_resume_config, writing
+from zerosearch.runtime.metrics import MetricsLogger, pyplot, read_metrics, save_figure
+from zerosearch.runtime.run_dir import check_resume_config
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +193,7 @@ class SFTTrainer:
 
 def plot_sft_loss(metrics_path: str | Path, out_png: str | Path) -> Path:
     """Training and held-out token NLL against step, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train NLL", color="tab:blue")
@@ -207,10 +203,4 @@ def plot_sft_loss(metrics_path: str | Path, out_png: str | Path) -> Path:
     ax.set_ylabel("token NLL")
     ax.legend()
     ax.set_title("simulator SFT")
-    fig.tight_layout()
-    try:
-        with writing(out_png):
-            fig.savefig(out_png, dpi=100)
-    finally:
-        plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)

@@ -94,13 +94,31 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(path)[0]
 
 
-def plot_training(metrics_path: str | Path, out_png: str | Path) -> Path:
-    """Reward (and F1) and the curriculum's noise probability against step, in one PNG."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on training machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, out_png: str | Path) -> Path:
+    """Lay out, write atomically (a killed run never leaves a torn PNG) and close a figure."""
+    out_png = Path(out_png)
+    fig.tight_layout()
+    try:
+        with writing(out_png):
+            fig.savefig(out_png, dpi=100)
+    finally:
+        pyplot().close(fig)
+    return out_png
+
+
+def plot_training(metrics_path: str | Path, out_png: str | Path) -> Path:
+    """Reward (and F1) and the curriculum's noise probability against step, in one PNG."""
+    plt = pyplot()
     rows = [r for r in read_metrics(metrics_path) if "reward" in r]
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -115,11 +133,4 @@ def plot_training(metrics_path: str | Path, out_png: str | Path) -> Path:
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="upper left")
     ax.set_title("zerosearch training")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    try:
-        with writing(out_png):
-            fig.savefig(out_png, dpi=100)
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
