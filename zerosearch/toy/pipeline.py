@@ -132,27 +132,12 @@ def build_simulator(
     progress: bool = True,
 ):
     """The SFT'd simulator saved in `out_dir` (an atomic directory write)."""
-    from transformers import Qwen2ForCausalLM
-
     rng = stage_rng(cfg.seed, "simulator")
     pairs = balance_pairs(collect_simulator_pairs(world, bm25, world.train, rng), seed=cfg.seed)
     log.info("simulator SFT on %d balanced pairs", len(pairs))
-    simulator = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir)
-    sft_train(
-        simulator,
-        tok,
-        simulator_samples(pairs),
-        steps=sched.simulator_steps,
-        batch_size=sched.batch_size,
-        lr=sched.simulator_lr,
-        append_eos=True,
-        seed=cfg.seed,
-        device=cfg.device,
-        progress=progress,
-        desc="simulator sft",
-    )
-    save_pretrained_atomic(out_dir, simulator)
-    return simulator
+    return _fine_tune(cfg, assets.simulator_dir, tok, simulator_samples(pairs), sched, out_dir,
+                      steps=sched.simulator_steps, lr=sched.simulator_lr, append_eos=True, progress=progress,
+                      desc="simulator sft")  # fmt: skip
 
 
 def warm_start_policy(
@@ -167,25 +152,21 @@ def warm_start_policy(
     progress: bool = True,
 ):
     """The format-only warm-started policy saved in `out_dir` (an atomic directory write)."""
-    from transformers import Qwen2ForCausalLM
-
     rng = stage_rng(cfg.seed, "warm-start")
     samples = warm_start_samples(world, bm25, world.train, rng, sched.search_fraction)
-    policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-    sft_train(
-        policy,
-        tok,
-        samples,
-        steps=sched.policy_steps,
-        batch_size=sched.batch_size,
-        lr=sched.policy_lr,
-        seed=cfg.seed,
-        device=cfg.device,
-        progress=progress,
-        desc="policy warm-start",
-    )
-    save_pretrained_atomic(out_dir, policy)
-    return policy
+    return _fine_tune(cfg, assets.policy_dir, tok, samples, sched, out_dir, steps=sched.policy_steps,
+                      lr=sched.policy_lr, append_eos=False, progress=progress, desc="policy warm-start")  # fmt: skip
+
+
+def _fine_tune(cfg, base_dir, tok, samples, sched, out_dir, *, steps, lr, append_eos, progress, desc):
+    """One toy SFT stage: the base model from `base_dir`, trained on `samples`, saved atomically to `out_dir`."""
+    from transformers import Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM.from_pretrained(base_dir)
+    sft_train(model, tok, samples, steps=steps, batch_size=sched.batch_size, lr=lr, append_eos=append_eos,
+              seed=cfg.seed, device=cfg.device, progress=progress, desc=desc)  # fmt: skip
+    save_pretrained_atomic(out_dir, model)
+    return model
 
 
 def run_toy(
