@@ -44,7 +44,7 @@ setup(
     description="RL for search agents without a search engine: an LLM simulates the search results.",
     packages=find_packages(include=["zerosearch", "zerosearch.*"]) + ["zerosearch.kernels"],
     package_dir={"zerosearch.kernels": "kernels"},
-    package_data={"zerosearch": ["configs/*.yaml"]},
+    package_data={"zerosearch": ["configs/*.yaml", "collect/*.txt"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -26,6 +26,7 @@ FORBIDDEN = {
     "eval": {"rl", "toy", "build", "cli", "commands"},
     "data": {"ops", "engine", "generation", "rollout", "rl", "search", "eval", "toy", "hf", "runtime", "build", "cli",
              "commands"},
+    "collect": {"eval", "toy", "reproduce", "build", "cli", "commands", "rl.trainer", "rl.sft_trainer"},
     "toy": {"cli", "commands", "reproduce"},
     "reproduce": {"cli", "commands"},
     "build": {"cli", "commands"},

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_pairs import oracle_pairs
 
 from zerosearch.cli import main
 from zerosearch.rl.sft import SimulatorPair, simulator_samples
@@ -25,7 +26,6 @@ from zerosearch.rl.sft_trainer import SFTTrainer
 from zerosearch.search import BM25Search
 from zerosearch.search.prompts import simulator_prompt
 from zerosearch.toy.assets import ensure_toy_assets
-from zerosearch.toy.pipeline import collect_simulator_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def toy(tmp_path_factory):
     assets = ensure_toy_assets(root / "cache", seed=0, n_entities=24)
     world = assets.load_world()
     bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=2)
-    pairs = collect_simulator_pairs(world, bm25, world.train[:12], random.Random(0))
+    pairs = oracle_pairs(world, bm25, world.train[:12], random.Random(0))
     path = root / "pairs.jsonl"
     path.write_text("".join(json.dumps(dataclasses.asdict(p)) + "\n" for p in pairs))
     return assets, path, pairs

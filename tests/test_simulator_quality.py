@@ -11,6 +11,7 @@ import json
 import random
 
 from scripted import FnCompleter
+from toy_pairs import oracle_pairs
 
 from zerosearch.cli import main
 from zerosearch.eval.simulator_quality import simulator_quality
@@ -66,12 +67,11 @@ def test_scripted_simulator_scores_are_counted_right():
 def test_simulate_eval_cli_on_the_toy_simulator(tmp_path, capsys):
     from zerosearch.search import BM25Search
     from zerosearch.toy.assets import ensure_toy_assets
-    from zerosearch.toy.pipeline import collect_simulator_pairs
 
     assets = ensure_toy_assets(tmp_path / "cache", seed=0, n_entities=24)
     world = assets.load_world()
     bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=2)
-    pairs = collect_simulator_pairs(world, bm25, world.test[:3], random.Random(0))
+    pairs = oracle_pairs(world, bm25, world.test[:3], random.Random(0))
     path = tmp_path / "held.jsonl"
     path.write_text("".join(json.dumps(dataclasses.asdict(p)) + "\n" for p in pairs))
     out = tmp_path / "q.json"

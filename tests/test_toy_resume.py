@@ -3,7 +3,9 @@ one that never stopped; a stage whose saved model is torn is rebuilt instead of 
 
 Tiny budgets throughout (a few SFT and RL steps, two test questions), so each run takes seconds. The crash is an
 exception raised inside the stage, in the same process: the resumed run then also starts from whatever global
-random state the crashed one left, which a stage that does not seed itself would inherit.
+random state the crashed one left, which a stage that does not seed itself would inherit. A two-step warm-start
+rarely writes a search, so the collect stage is given the questions' own queries (real BM25 documents) instead of
+the policy's: the simulator stage then always has pairs to fine-tune on.
 """
 
 from __future__ import annotations
@@ -15,9 +17,24 @@ from safetensors.torch import load_file
 from zerosearch.config import load_config
 from zerosearch.rl.trainer import Trainer
 from zerosearch.toy import pipeline
-from zerosearch.toy.pipeline import ToySchedule, run_toy
+from zerosearch.toy.pipeline import STAGES, ToySchedule, run_toy
 
-SCHEDULE = ToySchedule(simulator_steps=2, policy_steps=2, batch_size=2)
+SCHEDULE = ToySchedule(simulator_steps=2, policy_steps=2, batch_size=2, collect_questions=12, collect_rollouts=1,
+                       max_eval_pairs=4)
+
+
+def _oracle_collect(runner, questions, *, rollouts, progress):
+    """Records as `collect` makes them, from each question's needed queries sent through the runner's search."""
+    from zerosearch.search import SearchRequest
+
+    records = []
+    for ex in questions:
+        reqs = [SearchRequest(i, q, ex.question, ex.golden_answers) for i, q in enumerate(ex.meta["needed_queries"])]
+        searches = [{"query": r.query, "documents": res.documents} for r, res in zip(reqs, runner.search.search(reqs))]
+        records.append({"uid": ex.uid, "question": ex.question, "golden_answers": ex.golden_answers,
+                        "data_source": "toy", "rollouts": [{"em": 0.0, "f1": 0.0, "searches": searches,
+                                                            "failed_searches": 0}]})
+    return records
 
 
 class Crash(RuntimeError):
@@ -34,7 +51,9 @@ def _cfg(out, cache):
 
 
 def _run(out, cache, *, resume=False):
-    return run_toy(_cfg(out, cache), resume=resume, progress=False, schedule=SCHEDULE)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pipeline, "collect", _oracle_collect)
+        return run_toy(_cfg(out, cache), resume=resume, progress=False, schedule=SCHEDULE)
 
 
 def _weights(out):
@@ -46,7 +65,8 @@ def reference(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     out = tmp_path_factory.mktemp("uninterrupted")
     summary = _run(out, cache)
-    return cache, _weights(out), summary
+    assert summary["simulator_quality"]["sft"]["n"] > 0
+    return cache, _weights(out), summary, (out / "pairs.jsonl").read_text()
 
 
 def _torn_save(monkeypatch, which):
@@ -69,17 +89,30 @@ def _torn_save(monkeypatch, which):
 
 
 def _crash_in(stage, monkeypatch):
-    if stage == "simulator":  # killed while writing simulator/: a torn model.safetensors
+    from zerosearch.rl.sft_trainer import SFTTrainer
+
+    if stage == "warm-start":  # killed while writing policy-warm/: a torn model.safetensors
         _torn_save(monkeypatch, 1)
-    elif stage == "warm-start":
-        real = pipeline.sft_train
+    elif stage == "collect":  # killed after the rows, before the pairs
+        def label_rows(rows, rule, **kw):
+            assert rows  # collected before the crash
+            raise Crash(f"killed while labelling {len(rows)} rows")
 
-        def sft(model, tok, samples, **kw):
-            if kw.get("desc") == "policy warm-start":
-                raise Crash("killed in the warm-start")
-            return real(model, tok, samples, **kw)
+        monkeypatch.setattr(pipeline, "label_rows", label_rows)
+    elif stage == "simulator":
+        real_fit = SFTTrainer.fit
 
-        monkeypatch.setattr(pipeline, "sft_train", sft)
+        def fit(self, **kw):
+            if kw.get("desc") == "simulator sft":
+                raise Crash("killed in the simulator's SFT")
+            return real_fit(self, **kw)
+
+        monkeypatch.setattr(SFTTrainer, "fit", fit)
+    elif stage == "simulator-eval":
+        def quality(*a, **kw):
+            raise Crash("killed while measuring the simulator")
+
+        monkeypatch.setattr(pipeline, "simulator_quality", quality)
     elif stage in ("eval-before", "eval-after"):
         real_eval = pipeline.evaluate
         target = "eval before RL" if stage == "eval-before" else "eval after RL"
@@ -110,18 +143,20 @@ def _same(got, want, what):
 
 @pytest.mark.slow
 def test_toy_resume_after_a_crash_in_each_stage_is_exact(reference, tmp_path, monkeypatch):
-    """Crash in the simulator's save (torn weights), resume and crash in the warm-start, damage the saved simulator,
-    resume and crash in each later stage in turn, then resume to the end: same weights and scores as one run."""
-    cache, want, want_summary = reference
-    for i, stage in enumerate(("simulator", "warm-start", "eval-before", "rl", "eval-after")):
+    """Crash in the warm-start's save (torn weights), resume and crash in each later stage in turn (damaging the saved
+    warm-start after the simulator's crash), then resume to the end: same weights, pairs and scores as one run."""
+    cache, want, want_summary, want_pairs = reference
+    for i, stage in enumerate(STAGES):
         with monkeypatch.context() as m:
             _crash_in(stage, m)
             with pytest.raises(Crash):
                 _run(tmp_path, cache, resume=i > 0)
         torch.manual_seed(1000 + i)  # whatever global state a crash leaves, no stage may depend on it
-        if stage == "warm-start":  # a finished stage's weights damaged afterwards: rebuilt, not crashed on
-            weights = tmp_path / "simulator" / "model.safetensors"
+        if stage == "simulator":  # a finished stage's weights damaged afterwards: rebuilt, not crashed on
+            weights = tmp_path / "policy-warm" / "model.safetensors"
             weights.write_bytes(weights.read_bytes()[:1000])
     summary = _run(tmp_path, cache, resume=True)
     _same(_weights(tmp_path), want, "crashes in every stage")
+    assert (tmp_path / "pairs.jsonl").read_text() == want_pairs
+    assert summary["simulator_quality"] == want_summary["simulator_quality"]
     assert summary["after"] == want_summary["after"]

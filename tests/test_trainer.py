@@ -15,10 +15,10 @@ from transformers import Qwen2ForCausalLM
 from zerosearch.build import build_generator, build_search, build_trainer
 from zerosearch.config import RunConfig, apply_overrides
 from zerosearch.ops.info_span_mask import info_span_mask
-from zerosearch.rl.sft import sft_train
 from zerosearch.runtime.metrics import read_metrics
 from zerosearch.search import BM25Search, NoiseCurriculum
 from zerosearch.toy.assets import ensure_toy_assets
+from zerosearch.toy.pipeline import ToySchedule, fine_tune
 from zerosearch.toy.trajectories import direct_answer_trajectory
 
 TIMING_KEYS = {"rollout_s", "step_s"}
@@ -40,13 +40,13 @@ def _cfg(out, **overrides) -> RunConfig:
     return cfg
 
 
-def _two_answer_policy(assets, tok, questions, right: str, wrong: str, steps=40):
+def _two_answer_policy(assets, tok, questions, right: str, wrong: str, out, steps=40):
     """A policy warm-started to answer every question with `right` or `wrong`, about half and half."""
     rng = random.Random(0)
     samples = [direct_answer_trajectory(q, a, rng=rng) for q in questions for a in (right, wrong)]
-    policy = Qwen2ForCausalLM.from_pretrained(assets.policy_dir)
-    sft_train(policy, tok, samples, steps=steps, batch_size=16, lr=3e-3, progress=False)
-    return policy
+    sft = ToySchedule().sft(steps=steps, lr=3e-3, append_eos=False)
+    return fine_tune(RunConfig(out_dir=str(out)), "warm-start", assets.policy_dir, tok, samples, sft, out / "warm",
+                     progress=False)
 
 
 def _trainer(cfg, policy, tok, search, train):
@@ -64,7 +64,7 @@ def test_reward_rises_on_easy_setting(toy, tmp_path, algo):
             by_gold.setdefault(q.golden_answers[0], []).append(q)
     right, train = max(by_gold.items(), key=lambda kv: len(kv[1]))
     wrong = next(g for g in by_gold if g != right)
-    policy = _two_answer_policy(assets, tok, train[:4], right, wrong)
+    policy = _two_answer_policy(assets, tok, train[:4], right, wrong, tmp_path / "sft")
     cfg = _cfg(tmp_path, **{"trainer.algo": algo, "trainer.steps": 12, "trainer.checkpoint_every": 0,
                             "rollout.max_turns": 0, "rollout.n_samples": 8, "trainer.mini_batches": 1,
                             "trainer.lr": 3e-4, "trainer.kl_coef": 0.0, "trainer.entropy_coef": 0.0})

@@ -113,6 +113,15 @@ def build_search(cfg: RunConfig, *, curriculum: NoiseCurriculum | None, simulato
                            cache_size=cache_size, max_new_tokens=s.max_new_tokens, temperature=s.temperature)
 
 
+def simulator_quality_searches(cfg: RunConfig, simulator: Generator | None = None):
+    """Two searches over one simulator (`search.backend`, local or served): one answers every request usefully, the
+    other noisily. What `simulate --eval` measures a simulator with."""
+    useful = build_search(cfg, curriculum=NoiseCurriculum(1, p_start=0.0, p_end=0.0), simulator=simulator)
+    shared = simulator if simulator is not None else getattr(useful, "completer", None)
+    noisy = build_search(cfg, curriculum=NoiseCurriculum(1, p_start=1.0, p_end=1.0), simulator=shared)
+    return useful, noisy
+
+
 def build_runner(cfg: RunConfig, generator: Generator, tokenizer, search, *, greedy: bool = False) -> RolloutRunner:
     """Rollouts of the policy behind `generator` against `search`; greedy for evaluation."""
     return RolloutRunner(tokenizer, generator, search, cfg.rollout, greedy=greedy)

@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from zerosearch.commands import collect, label, reproduce, sft, simulate, toy, train, validate
 from zerosearch.commands import eval as eval_cmd
-from zerosearch.commands import reproduce, sft, simulate, toy, train, validate
 from zerosearch.config import load_config
 from zerosearch.runtime.run_dir import WriteError
 
@@ -33,10 +33,12 @@ EPILOG = """examples:
   zerosearch eval --config configs/qwen2.5-3b-grpo.yaml model.policy_path=runs/x/final
   torchrun --nproc_per_node 8 -m zerosearch.cli eval --config cfg.yaml --resume  # 8 GPUs; continue a crashed eval
   zerosearch simulate --config cfg.yaml --query "capital of france" --question "..." --answer paris
+  torchrun --nproc_per_node 8 -m zerosearch.cli collect --config cfg.yaml search.backend=retriever --questions 20000
+  zerosearch label --config cfg.yaml --rule judge collect.judge_url=http://localhost:8001/v1 collect.judge_model=m
 """
 
 
-COMMANDS = {m.NAME: m for m in (toy, reproduce, train, eval_cmd, sft, simulate, validate)}
+COMMANDS = {m.NAME: m for m in (toy, reproduce, train, eval_cmd, collect, label, sft, simulate, validate)}
 
 # Numeric arguments of any command, by argparse dest: (flag, lowest, highest); checked in one place so every
 # command answers a bad value the same way.

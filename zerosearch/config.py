@@ -30,6 +30,11 @@ GRPO_SINGLETON = ("zero", "reward")
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 LR_SCHEDULES = ("constant", "cosine")
 ON_NONFINITE = ("skip", "stop")
+# How `zerosearch label` decides useful vs noisy; the judge's API flavour.
+LABEL_RULES = ("cover_em", "outcome", "judge")
+JUDGE_APIS = ("chat", "completions")
+# Backends that are a real engine (what `zerosearch collect` may collect from).
+REAL_SEARCH_BACKENDS = ("bm25", "dense", "retriever", "web")
 
 
 @dataclass
@@ -180,6 +185,30 @@ class SFTConfig:
     eval_every: int = 100  # 0: only at the end
     save_every: int = 100
     keep_checkpoints: int = 2
+    append_eos: bool = True  # end every target with EOS (the simulator must learn to stop)
+
+
+@dataclass
+class CollectConfig:
+    """`zerosearch collect` (a policy's sub-queries against a real engine) and `zerosearch label` (useful/noisy
+    labels, balanced classes): the simulator's training pairs."""
+
+    out_path: str = ""  # the collected rows; empty: out_dir/collected.jsonl
+    max_questions: int = 0  # a seeded sample of data.train_path; 0: every question
+    rollouts: int = 1  # rollouts per question, sampled at rollout.temperature
+    batch_questions: int = 64
+    label_rule: str = "cover_em"  # one of LABEL_RULES
+    pairs_path: str = ""  # the labelled pairs; empty: out_dir/pairs.jsonl
+    balance: bool = True  # equal useful and noisy pairs (the larger class subsampled)
+    negatives: int = 0  # mined noisy pairs per useful pair (zerosearch/collect/labels.py says why)
+    judge_url: str = ""  # any OpenAI-compatible server (label_rule=judge)
+    judge_model: str = ""
+    judge_api: str = "chat"  # one of JUDGE_APIS
+    judge_api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (unset: no key sent)
+    judge_prompt_path: str = ""  # empty: the prompt shipped in zerosearch/collect/judge_prompt.txt
+    judge_retries: int = 3
+    judge_timeout: float = 60.0
+    judge_concurrency: int = 8
 
 
 @dataclass
@@ -197,6 +226,7 @@ class RunConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
 
 
 def _section(node: Any, name: str, key: str) -> Any:

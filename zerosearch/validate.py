@@ -23,7 +23,9 @@ from zerosearch.config import (
     DTYPES,
     GENERATION_BACKENDS,
     GRPO_SINGLETON,
+    JUDGE_APIS,
     KL_TYPES,
+    LABEL_RULES,
     LR_SCHEDULES,
     ON_NONFINITE,
     PACKING_MODES,
@@ -87,6 +89,8 @@ def _names(cfg: RunConfig, r: Report) -> None:
     _choice(r, "model.dtype", cfg.model.dtype, DTYPES)
     _choice(r, "model.attn_implementation", cfg.model.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice(r, "model.packed_sequences", cfg.model.packed_sequences, PACKING_MODES)
+    _choice(r, "collect.label_rule", cfg.collect.label_rule, LABEL_RULES)
+    _choice(r, "collect.judge_api", cfg.collect.judge_api, JUDGE_APIS)
     if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device):
         r.errors.append(f"device={cfg.device!r} must be cpu, cuda or cuda:N (N >= 0)")
     if cfg.search.backend == "openai" and not cfg.search.base_url:

@@ -30,22 +30,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _check_out(out: Path, args) -> None:
-    """Before anything loads: --out must be a writable file, and a fresh evaluation must not silently discard
-    the rows of an earlier one (or a file that is not ours)."""
-    from zerosearch.runtime.row_store import RowStore
-    from zerosearch.runtime.run_dir import file_problem, used_error
-
-    problem = file_problem(out)
-    if problem:
-        raise ValueError(f"--out: {problem}")
-    if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other: pass one of them")
-    found = [p for p in [out, *RowStore(out).part_files()] if p.is_file() and p.stat().st_size > 0]
-    if found and not (args.resume or args.overwrite):
-        raise used_error(out, found, what="--out")
-
-
 def run(cfg: RunConfig, args, progress: bool) -> int:
     """Greedy eval over one or many test sets (`data.test_path`: file, comma list or directory), any backend.
 
@@ -54,10 +38,11 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
     from zerosearch.build import build_generator, build_runner, build_search, load_policy
     from zerosearch.eval import evaluate, format_table, load_test_sets
     from zerosearch.runtime import distributed
+    from zerosearch.runtime.row_store import check_row_output
     from zerosearch.runtime.run_dir import writing
 
     out = Path(args.out or Path(cfg.out_dir) / "eval.jsonl")
-    _check_out(out, args)
+    check_row_output(out, resume=args.resume, overwrite=args.overwrite)
     with distributed.process_group(cfg.device) as info:
         cfg.device = info.device
         test = load_test_sets(cfg.data.test_path, max_per_source=cfg.data.max_test_examples)

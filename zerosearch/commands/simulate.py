@@ -85,21 +85,17 @@ def _evaluate(cfg: RunConfig, args) -> int:
     import json
     from pathlib import Path
 
-    from zerosearch.build import build_search
+    from zerosearch.build import simulator_quality_searches
     from zerosearch.eval.simulator_quality import format_quality_table, simulator_quality
     from zerosearch.rl.sft_data import load_pairs
     from zerosearch.runtime.run_dir import file_problem, writing
-    from zerosearch.search import NoiseCurriculum
 
     out = Path(args.eval_out or Path(cfg.out_dir) / "simulator-eval.json")
     problem = file_problem(out)
     if problem:
         raise ValueError(f"--eval-out: {problem}")
     pairs = load_pairs(args.eval)
-    useful = build_search(cfg, curriculum=NoiseCurriculum(1, p_start=0.0, p_end=0.0))
-    noisy = build_search(cfg, curriculum=NoiseCurriculum(1, p_start=1.0, p_end=1.0), simulator=getattr(
-        useful, "completer", None))
-    result = simulator_quality(useful, noisy, pairs, top_k=cfg.search.top_k)
+    result = simulator_quality(*simulator_quality_searches(cfg), pairs, top_k=cfg.search.top_k)
     name = cfg.search.model or Path(cfg.model.simulator_path or "simulator").name
     print(format_quality_table({name: result}))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ NAME = "toy"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("toy", help="build the toy world, SFT the simulator, warm-start, RL, evaluate")
+    p = sub.add_parser("toy", help="build the toy world, warm-start the policy, collect and label its searches, "
+                       "SFT the simulator, RL, evaluate")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run: finished stages are reused (rebuilt if their saved model does not "
                    "load), RL continues from its last checkpoint; the result is that of an uninterrupted run")

@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from zerosearch.data.qa import QAExample
 from zerosearch.rollout import RolloutRunner, policy_text, score_trajectories
-from zerosearch.runtime import distributed
-from zerosearch.runtime.row_store import RowStore
+from zerosearch.runtime.row_store import map_resumable
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -38,48 +36,10 @@ def evaluate(runner: RolloutRunner, examples: list[QAExample], *, batch_size: in
     With `out_jsonl`, rows are saved as batches finish and `resume` skips the questions already saved
     there, so an interrupted evaluation continues where it stopped, on any number of ranks.
     """
-    uids = [e.uid for e in examples]
-    if len(set(uids)) != len(uids):
-        raise ValueError("test questions need unique uids (load_test_sets makes them unique across files)")
-    store = RowStore(out_jsonl, distributed.rank()) if out_jsonl is not None else None
-    done = _start(store, set(uids), resume)
-    todo = [e for e in examples if e.uid not in done]
-    mine = todo[distributed.rank()::distributed.world_size()]
-    new: list[dict[str, Any]] = []
-    bar = tqdm(total=len(mine), desc=desc, disable=not (progress and distributed.is_main()), dynamic_ncols=True)
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start:start + batch_size]
-        rows = _score(runner, chunk)
-        if store is not None:
-            store.append(rows)
-        new += rows
-        bar.update(len(chunk))
-    bar.close()
-    by_uid = done | {r["uid"]: r for part in distributed.gather_objects(new) for r in part}
-    rows = [by_uid[uid] for uid in uids]
-    if store is not None and distributed.is_main():
-        store.write_merged(rows)
+    rows = map_resumable(examples, lambda e: e.uid, lambda chunk: _score(runner, chunk), out_jsonl=out_jsonl,
+                         resume=resume, batch_size=batch_size, progress=progress, desc=desc,
+                         source="data.test_path", run_name="evaluation")
     return summarize(rows)
-
-
-def _start(store: RowStore | None, uids: set[str], resume: bool) -> dict[str, dict[str, Any]]:
-    """Rows an earlier run saved (with `resume`), after every rank has read them and rank 0 has folded them
-    into the merged file; without `resume`, an empty slate."""
-    if store is None:
-        return {}
-    done = store.read_all() if resume else {}
-    stale = set(done) - uids
-    if stale:
-        raise ValueError(f"{store.path} holds {len(stale)} rows for questions not in data.test_path: --resume only "
-                         "continues the same evaluation (drop --resume to start over)")
-    distributed.barrier()  # every rank has read before rank 0 rewrites
-    if distributed.is_main():
-        if resume:
-            store.write_merged(list(done.values()))
-        else:
-            store.clear()
-    distributed.barrier()
-    return done
 
 
 def _score(runner: RolloutRunner, chunk: list[QAExample]) -> list[dict[str, Any]]:

@@ -16,8 +16,9 @@ from typing import Any
 
 from zerosearch.config import RunConfig, config_to_dict
 from zerosearch.reproduce import report
-from zerosearch.reproduce.run import run_all, write_json
+from zerosearch.reproduce.run import run_all
 from zerosearch.reproduce.variants import Variant
+from zerosearch.runtime.jsonl import write_json_atomic
 from zerosearch.runtime.run_dir import config_changes, writing
 from zerosearch.toy.pipeline import ToySchedule
 
@@ -68,7 +69,7 @@ def write_report(
         "versions": report.versions(),
         "variants": rows,
     }
-    write_json(out / "results.json", summary)
+    write_json_atomic(out / "results.json", summary)
     text = report.markdown(rows, seeds=seeds, n_test=n_test, command=command)
     with writing(out / "results.md"):
         (out / "results.md").write_text(text)
@@ -89,7 +90,7 @@ def reproduce(
     killed run leaves the table of what it finished."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "plan.json", _plan(cfg, schedule))
+    write_json_atomic(out / "plan.json", _plan(cfg, schedule))
     t0 = time.perf_counter()
     results: dict[str, dict[int, dict[str, Any]]] = {v.name: {} for v in variants}
     text = ""

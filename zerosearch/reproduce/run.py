@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from zerosearch.data.qa import QAExample
 from zerosearch.eval import evaluate
 from zerosearch.reproduce.rag import RAGRunner
 from zerosearch.reproduce.variants import ZEROSEARCH, Variant, seed_base, variant_config
+from zerosearch.runtime.jsonl import write_json_atomic
 from zerosearch.runtime.metrics import read_metrics
 from zerosearch.runtime.run_dir import config_changes, writing
 from zerosearch.search import BM25Search
@@ -57,14 +57,6 @@ def seed_context(cfg: RunConfig, seed: int, out: Path) -> SeedContext:
     test = world.test[: base.data.max_test_examples or None]
     bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=base.search.top_k)
     return SeedContext(seed, seed_dir, assets, world.train, test, bm25, base)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomically: a run killed while writing leaves the old file or none, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with writing(path):
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
 
 
 def check_same_config(path: Path, cfg: RunConfig) -> None:
@@ -144,7 +136,7 @@ def run_variant(variant: Variant, ctx: SeedContext, schedule: ToySchedule, *, pr
         "wall_s": round(time.perf_counter() - t0, 1),
         "resumed": started,
     }
-    write_json(done, result)
+    write_json_atomic(done, result)
     return result
 
 

@@ -53,7 +53,7 @@ class SFTTrainer:
             raise ValueError(f"sft.global_batch_size={self.sc.global_batch_size} must be a multiple of "
                              f"sft.micro_batch_size x world size = {per_step}")
         self.accum = self.sc.global_batch_size // per_step
-        enc = dict(max_len=self.sc.max_len, append_eos=True)
+        enc = dict(max_len=self.sc.max_len, append_eos=self.sc.append_eos)
         self.train = [tokenize_segments(tokenizer, s, **enc) for s in train]
         self.held_out = [tokenize_segments(tokenizer, s, **enc) for s in held_out]
         if not self.train:
@@ -168,9 +168,9 @@ class SFTTrainer:
         return distributed.all_reduce_sum(total) / max(distributed.all_reduce_sum(count), 1.0)
 
     # ---------------------------------------------------------------- loop
-    def fit(self, *, progress: bool = True) -> list[dict[str, Any]]:
+    def fit(self, *, progress: bool = True, desc: str = "sft") -> list[dict[str, Any]]:
         rows = []
-        bar = tqdm(total=self.sc.steps, initial=self.step, desc="sft", dynamic_ncols=True,
+        bar = tqdm(total=self.sc.steps, initial=self.step, desc=desc, dynamic_ncols=True,
                    disable=not (progress and distributed.is_main()))
         while self.step < self.sc.steps:
             row = self.train_step()

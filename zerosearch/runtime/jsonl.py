@@ -45,14 +45,14 @@ def append_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
-def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Replace `path` with `rows` in one step: a crash leaves the old file or the new one, never a mix."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` in one step: a crash leaves the old file or the new one, never a mix."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with writing(path):
             with open(tmp, "w") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in rows))
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -60,3 +60,13 @@ def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """One line per row, written atomically (`write_text_atomic`)."""
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Indented JSON, written atomically (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2))

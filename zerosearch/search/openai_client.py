@@ -21,7 +21,7 @@ from .curriculum import NoiseCurriculum
 from .http_json import JsonPoster, RetryableError, ServerError
 from .simulator import SimulatorSearch
 
-__all__ = ["OpenAICompletions", "OpenAISimulator", "RetryableError", "ServerError", "completions_url"]
+__all__ = ["OpenAICompletions", "OpenAISimulator", "RetryableError", "ServerError", "completions_url", "v1_url"]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,18 @@ def _completions(raw: bytes, k: int) -> list[Completion]:
 
 def completions_url(base_url: str) -> str:
     """Accept `http://h:p`, `http://h:p/v1` or the full `.../v1/completions` URL."""
+    return v1_url(base_url, "completions")
+
+
+def v1_url(base_url: str, endpoint: str) -> str:
+    """`endpoint` (`completions`, `chat/completions`) of an OpenAI-compatible server given as `http://h:p`,
+    `http://h:p/v1` or the endpoint's full URL."""
     url = base_url.rstrip("/")
-    if url.endswith("/completions"):
+    if url.endswith("/" + endpoint):
         return url
     if url.endswith("/v1"):
-        return url + "/completions"
-    return url + "/v1/completions"
+        return f"{url}/{endpoint}"
+    return f"{url}/v1/{endpoint}"
 
 
 class OpenAICompletions:

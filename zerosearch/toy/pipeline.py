@@ -1,38 +1,62 @@
 """`zerosearch toy`: the whole ZeroSearch recipe on the embedded toy world, end to end on a CPU.
 
-real search (BM25) → (query, documents) pairs labelled useful/noisy → SFT the simulator →
-warm-start the policy on the format → RL against the simulator with the noise curriculum →
-evaluate before/after with real search.
+warm-start the policy on the format → collect its sub-queries against real search (BM25) → label them useful/noisy
+(cover-EM) and balance → SFT the simulator → measure the simulator → RL against it with the noise curriculum →
+evaluate before/after with real search. Collection, labelling, SFT and the simulator's measurement are the code of
+`zerosearch collect`, `label`, `sft` and `simulate --eval`; only the budgets are the toy's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from zerosearch.build import build_curriculum, build_generator, build_runner, build_search, build_trainer
-from zerosearch.config import RunConfig, save_config
+from zerosearch.build import (
+    build_curriculum,
+    build_generator,
+    build_runner,
+    build_search,
+    build_trainer,
+    simulator_quality_searches,
+)
+from zerosearch.collect import (
+    balance,
+    collect,
+    flatten,
+    format_label_stats,
+    label_rows,
+    label_stats,
+    mined_negatives,
+    sample_questions,
+)
+from zerosearch.config import RunConfig, SFTConfig, save_config
 from zerosearch.data.qa import QAExample
 from zerosearch.eval import evaluate
+from zerosearch.eval.simulator_quality import format_quality_table, simulator_quality
 from zerosearch.hf.saving import load_if_complete, save_pretrained_atomic
-from zerosearch.rl.sft import SimulatorPair, balance_pairs, sft_train, simulator_samples
+from zerosearch.rl.sft_data import load_pairs, load_sft_rows
+from zerosearch.rl.sft_trainer import SFTTrainer
+from zerosearch.runtime.jsonl import write_json_atomic, write_jsonl_atomic
 from zerosearch.search import BM25Search
+from zerosearch.search.recording import RecordingSearch
 from zerosearch.toy.assets import ToyAssets, ensure_toy_assets
 from zerosearch.toy.trajectories import direct_answer_trajectory, search_trajectory
-from zerosearch.toy.world import ToyWorld, query_for
+from zerosearch.toy.world import ToyWorld
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ToySchedule:
-    """SFT budgets of the toy run (RL budgets live in the config's trainer section)."""
+    """Budgets of the toy's SFT and collection stages (RL budgets live in the config's trainer section)."""
 
     simulator_steps: int = 600
     policy_steps: int = 1000
@@ -40,34 +64,23 @@ class ToySchedule:
     simulator_lr: float = 2e-3
     policy_lr: float = 2e-3
     search_fraction: float = 0.5  # warm-start trajectories that search; the rest guess without searching
+    collect_questions: int = 0  # training questions whose searches are collected; 0: all
+    collect_rollouts: int = 4  # sampled rollouts of the warm-started policy per training question
+    collect_temperature: float = 1.0  # diverse queries: right ones (useful documents) and wrong ones (noisy)
+    negatives: int = 1  # mined noisy pairs per useful pair (zerosearch/collect/labels.py)
+    held_out_questions: float = 0.1  # share of training questions whose pairs measure the simulator, not train it
+    max_eval_pairs: int = 200
 
     @classmethod
     def fast(cls) -> ToySchedule:
-        return cls(simulator_steps=40, policy_steps=40)
+        return cls(simulator_steps=40, policy_steps=40, collect_questions=200, max_eval_pairs=40)
 
-
-def _passage_of(world: ToyWorld, name: str) -> str:
-    return world.passages[[e.name for e in world.entities].index(name)]
-
-
-def collect_simulator_pairs(
-    world: ToyWorld, bm25: BM25Search, examples: list[QAExample], rng: random.Random
-) -> list[SimulatorPair]:
-    """Useful pairs: real results for the right query. Noisy: real results for a query about another
-    entity, shown under the right query. Labels are checked: useful iff the needed passage is among them."""
-    names_by_kind: dict[str, list[str]] = {}
-    for e in world.entities:
-        names_by_kind.setdefault(e.kind, []).append(e.name)
-    kinds = {e.name: e.kind for e in world.entities}
-    pairs = []
-    for ex in examples:
-        for query, relation, name in zip(ex.meta["needed_queries"], ex.meta["relations"], ex.meta["entities"]):
-            needed = _passage_of(world, name)
-            other = rng.choice([n for n in names_by_kind[kinds[name]] if n != name])
-            for q in (query, query_for(relation, other)):
-                docs = [bm25.corpus[i] for i in bm25.retrieve([q])[0]]
-                pairs.append(SimulatorPair(query, ex.question, list(ex.golden_answers), docs, needed in docs))
-    return pairs
+    def sft(self, *, steps: int, lr: float, append_eos: bool) -> SFTConfig:
+        """The `sft.*` section of one toy SFT stage: one micro-batch per step, cosine decay to 0, no held-out loss."""
+        return SFTConfig(steps=steps, lr=lr, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.0,
+                         global_batch_size=self.batch_size, micro_batch_size=self.batch_size, length_grouping=False,
+                         eval_fraction=0.0, balance=False, eval_every=0, save_every=0, keep_checkpoints=1,
+                         append_eos=append_eos)
 
 
 def warm_start_samples(
@@ -97,7 +110,7 @@ def _table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
-STAGES = ("simulator", "warm-start", "eval-before", "rl", "eval-after")
+STAGES = ("warm-start", "collect", "simulator", "simulator-eval", "eval-before", "rl", "eval-after")
 
 
 def stage_rng(seed: int, stage: str) -> random.Random:
@@ -120,53 +133,94 @@ def _load_model(path: Path):
     return load_if_complete(path, Qwen2ForCausalLM.from_pretrained)
 
 
-def build_simulator(
-    cfg: RunConfig,
-    assets: ToyAssets,
-    world: ToyWorld,
-    tok,
-    bm25: BM25Search,
-    sched: ToySchedule,
-    out_dir: Path,
-    *,
-    progress: bool = True,
-):
-    """The SFT'd simulator saved in `out_dir` (an atomic directory write)."""
-    rng = stage_rng(cfg.seed, "simulator")
-    pairs = balance_pairs(collect_simulator_pairs(world, bm25, world.train, rng), seed=cfg.seed)
-    log.info("simulator SFT on %d balanced pairs", len(pairs))
-    return _fine_tune(cfg, assets.simulator_dir, tok, simulator_samples(pairs), sched, out_dir,
-                      steps=sched.simulator_steps, lr=sched.simulator_lr, append_eos=True, progress=progress,
-                      desc="simulator sft")  # fmt: skip
+def fine_tune(cfg: RunConfig, stage: str, base_dir: Path, tok, samples: list, sft: SFTConfig, out_dir: Path, *,
+              progress: bool = True):
+    """One toy SFT stage through `zerosearch sft`'s trainer: the base model from `base_dir`, trained on `samples`
+    with the `sft` budget (its metrics and loss plot in out_dir/../sft-<stage>/), saved atomically to `out_dir`."""
+    from transformers import Qwen2ForCausalLM
+
+    work = Path(cfg.out_dir) / f"sft-{stage}"
+    shutil.rmtree(work, ignore_errors=True)  # a stage that did not finish is rebuilt from its start
+    model = Qwen2ForCausalLM.from_pretrained(base_dir)
+    trainer = SFTTrainer(dataclasses.replace(cfg, out_dir=str(work), sft=sft), model, tok, samples, [])
+    trainer.fit(progress=progress, desc=f"{stage} sft")
+    model.eval()
+    save_pretrained_atomic(out_dir, model)
+    return model
 
 
-def warm_start_policy(
-    cfg: RunConfig,
-    assets: ToyAssets,
-    world: ToyWorld,
-    tok,
-    bm25: BM25Search,
-    sched: ToySchedule,
-    out_dir: Path,
-    *,
-    progress: bool = True,
-):
+def warm_start_policy(cfg: RunConfig, assets: ToyAssets, world: ToyWorld, tok, bm25: BM25Search, sched: ToySchedule,
+                      out_dir: Path, *, progress: bool = True):
     """The format-only warm-started policy saved in `out_dir` (an atomic directory write)."""
     rng = stage_rng(cfg.seed, "warm-start")
     samples = warm_start_samples(world, bm25, world.train, rng, sched.search_fraction)
-    return _fine_tune(cfg, assets.policy_dir, tok, samples, sched, out_dir, steps=sched.policy_steps,
-                      lr=sched.policy_lr, append_eos=False, progress=progress, desc="policy warm-start")  # fmt: skip
+    return fine_tune(cfg, "warm-start", assets.policy_dir, tok, samples,
+                     sched.sft(steps=sched.policy_steps, lr=sched.policy_lr, append_eos=False), out_dir,
+                     progress=progress)
 
 
-def _fine_tune(cfg, base_dir, tok, samples, sched, out_dir, *, steps, lr, append_eos, progress, desc):
-    """One toy SFT stage: the base model from `base_dir`, trained on `samples`, saved atomically to `out_dir`."""
+def collect_pairs(cfg: RunConfig, world: ToyWorld, policy, tok, bm25: BM25Search, sched: ToySchedule, out: Path, *,
+                  progress: bool = True) -> tuple[Path, Path]:
+    """`zerosearch collect` and `label` on the toy: the warm-started policy's sampled sub-queries against BM25,
+    labelled by cover-EM. The pairs of a held-out share of the questions measure the simulator; the others,
+    balanced, train it. Returns (training pairs, held-out pairs), both JSONL in `out`."""
+    rng = stage_rng(cfg.seed, "collect")
+    run_cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, temperature=sched.collect_temperature))
+    runner = build_runner(run_cfg, build_generator(cfg, policy, tok), tok, RecordingSearch(bm25))
+    questions = sample_questions(world.train, sched.collect_questions, cfg.seed)
+    records = collect(runner, questions, rollouts=sched.collect_rollouts, progress=progress)
+    rows = flatten(records, "bm25")
+    write_jsonl_atomic(out / "collected.jsonl", rows)
+    pairs, dropped = label_rows(rows, "cover_em")
+    held_q = set(rng.sample(sorted(e.uid for e in questions), round(len(questions) * sched.held_out_questions)))
+    held = [p for p in pairs if p["uid"].rsplit("/", 2)[0] in held_q]
+    train = [p for p in pairs if p["uid"].rsplit("/", 2)[0] not in held_q]
+    train += mined_negatives(train, sched.negatives, cfg.seed)
+    balanced = balance(train, cfg.seed)
+    stats = label_stats(train, dropped, balanced)
+    if progress:
+        print(f"simulator pairs, the warm-started policy's searches (cover-EM):\n{format_label_stats(stats)}")
+    if not balanced:
+        log.warning("the warm-started policy's searches gave %d useful and %d noisy pairs: training the simulator on "
+                    "all %d unbalanced (a longer warm-start searches better)", stats["useful"], stats["noisy"],
+                    len(train))
+        balanced = train
+    paths = (out / "pairs.jsonl", out / "pairs-held-out.jsonl")
+    write_jsonl_atomic(paths[1], held[: sched.max_eval_pairs])
+    write_jsonl_atomic(paths[0], balanced)  # last: its presence marks the stage done
+    return paths
+
+
+def build_simulator(cfg: RunConfig, assets: ToyAssets, tok, pairs_path: Path, sched: ToySchedule, out_dir: Path, *,
+                    progress: bool = True):
+    """The simulator SFT'd on the pairs file (read by `zerosearch sft`'s loader), saved in `out_dir`."""
+    stage_rng(cfg.seed, "simulator")
+    pairs = [r.segments for r in load_sft_rows(pairs_path)] if pairs_path.stat().st_size else []
+    if not pairs:
+        log.warning("no simulator pairs: the simulator is the untrained model")
+        from transformers import Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir).eval()
+        save_pretrained_atomic(out_dir, model)
+        return model
+    log.info("simulator SFT on %d pairs", len(pairs))
+    return fine_tune(cfg, "simulator", assets.simulator_dir, tok, pairs,
+                     sched.sft(steps=sched.simulator_steps, lr=sched.simulator_lr, append_eos=True), out_dir,
+                     progress=progress)
+
+
+def measure_simulators(cfg: RunConfig, assets: ToyAssets, tok, simulator, held_out: Path) -> dict:
+    """`simulate --eval` on the held-out pairs, for the untrained simulator and the SFT'd one."""
     from transformers import Qwen2ForCausalLM
 
-    model = Qwen2ForCausalLM.from_pretrained(base_dir)
-    sft_train(model, tok, samples, steps=steps, batch_size=sched.batch_size, lr=lr, append_eos=append_eos,
-              seed=cfg.seed, device=cfg.device, progress=progress, desc=desc)  # fmt: skip
-    save_pretrained_atomic(out_dir, model)
-    return model
+    stage_rng(cfg.seed, "simulator-eval")
+    pairs = load_pairs(held_out) if held_out.stat().st_size else []
+    if not pairs:
+        return {}
+    untrained = Qwen2ForCausalLM.from_pretrained(assets.simulator_dir).eval()
+    return {name: simulator_quality(*simulator_quality_searches(cfg, build_generator(cfg, model, tok)), pairs,
+                                    top_k=cfg.search.top_k)
+            for name, model in (("untrained", untrained), ("sft", simulator))}
 
 
 def run_toy(
@@ -190,13 +244,24 @@ def run_toy(
     world, tok = assets.load_world(), assets.load_tokenizer()
     bm25 = BM25Search.from_jsonl(assets.corpus_path, top_k=cfg.search.top_k)
 
-    sim_dir, warm_dir = out / "simulator", out / "policy-warm"
-    simulator = _load_model(sim_dir) if resume else None
-    if simulator is None:
-        simulator = build_simulator(cfg, assets, world, tok, bm25, sched, sim_dir, progress=progress)
+    warm_dir, sim_dir = out / "policy-warm", out / "simulator"
     policy = _load_model(warm_dir) if resume else None
     if policy is None:
         policy = warm_start_policy(cfg, assets, world, tok, bm25, sched, warm_dir, progress=progress)
+    pairs_path, held_path = out / "pairs.jsonl", out / "pairs-held-out.jsonl"
+    if not (resume and pairs_path.is_file() and held_path.is_file()):
+        pairs_path, held_path = collect_pairs(cfg, world, policy, tok, bm25, sched, out, progress=progress)
+    simulator = _load_model(sim_dir) if resume else None
+    if simulator is None:
+        simulator = build_simulator(cfg, assets, tok, pairs_path, sched, sim_dir, progress=progress)
+    quality_path = out / "simulator-eval.json"
+    if resume and quality_path.is_file():
+        quality = json.loads(quality_path.read_text())
+    else:
+        quality = measure_simulators(cfg, assets, tok, simulator, held_path)
+        write_json_atomic(quality_path, quality)
+    if quality and progress:
+        print("\nThe simulator on held-out pairs (simulate --eval):\n" + format_quality_table(quality))
 
     test = world.test[: cfg.data.max_test_examples or None]
     policy_gen = build_generator(cfg, policy, tok)
@@ -224,7 +289,7 @@ def run_toy(
         progress=progress,
         desc="eval after RL",
     )
-    summary = {"before": before, "after": after, "simulator": sim_search.stats()}
+    summary = {"before": before, "after": after, "simulator": sim_search.stats(), "simulator_quality": quality}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\nHeld-out toy questions, greedy, real BM25 search:\n" + _table(before, after))
     print(f"\nmetrics: {out / 'metrics.jsonl'}  plot: {out / 'training.png'}")
