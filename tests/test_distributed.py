@@ -180,5 +180,32 @@ def test_torchrun_eval_splits_questions_and_matches_one_process(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("two*")) == ["two-summary.json", "two.jsonl"]  # no part files left
 
 
+
+def test_torchrun_collect_splits_questions_and_matches_one_process(tmp_path):
+    """`torchrun -m zerosearch.cli collect` on 2 ranks (greedy, one thread each) writes the same per-question records
+    and the same rows as one process."""
+    from zerosearch.toy.assets import ensure_toy_assets
+
+    assets = ensure_toy_assets(tmp_path / "cache", seed=0, n_entities=24)
+    args = [
+        "-m", "zerosearch.cli", "collect", "--quiet", "--batch-size", "1", "--questions", "6",
+        f"model.policy_path={assets.policy_dir}", f"model.tokenizer_path={assets.tokenizer_dir}",
+        f"data.train_path={assets.train_path}", f"data.corpus_path={assets.corpus_path}", "search.backend=bm25",
+        "collect.greedy=true", "rollout.max_turns=2", "rollout.max_new_tokens=8", f"out_dir={tmp_path}",
+    ]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.jsonl")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=200)
+    assert single.returncode == 0, single.stderr[-3000:]
+    proc = _torchrun([*args, "--out", str(tmp_path / "two.jsonl")], timeout=200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for suffix in (".questions.jsonl", ".jsonl"):
+        one, two = ((tmp_path / f"{n}{suffix}").read_text() for n in ("one", "two"))
+        assert one == two
+    assert len((tmp_path / "two.questions.jsonl").read_text().splitlines()) == 6
+    assert proc.stdout.count("collected ") == 1  # rank 0 alone reports
+    assert not list(tmp_path.glob("two.questions.part*"))
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))

@@ -196,6 +196,7 @@ class CollectConfig:
     out_path: str = ""  # the collected rows; empty: out_dir/collected.jsonl
     max_questions: int = 0  # a seeded sample of data.train_path; 0: every question
     rollouts: int = 1  # rollouts per question, sampled at rollout.temperature
+    greedy: bool = False  # greedy rollouts instead (one per question is then enough)
     batch_questions: int = 64
     label_rule: str = "cover_em"  # one of LABEL_RULES
     pairs_path: str = ""  # the labelled pairs; empty: out_dir/pairs.jsonl

@@ -16,7 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        "documents (the simulator's training rows)",
                        description="Roll out model.policy_path (any HF checkpoint; the project's prompt and tags) on "
                        "a seeded sample of data.train_path against the real engine search.backend (bm25, dense, "
-                       "retriever or web), collect.rollouts times per question at rollout.temperature. Every query "
+                       "retriever or web), collect.rollouts times per question at rollout.temperature (or greedily, "
+                       "collect.greedy). Every query "
                        "and the documents returned become one row {uid, query, question, golden_answers, documents, "
                        "source, data_source, trajectory_em, trajectory_f1} of --out (default out_dir/collected.jsonl); "
                        "label them with `zerosearch label`. Questions are saved as they finish (--resume continues "
@@ -71,7 +72,7 @@ def run(cfg: RunConfig, args, progress: bool) -> int:
         cfg.device = info.device
         tok, policy = load_policy(cfg, trainable=False)
         search = RecordingSearch(build_search(cfg, curriculum=None))
-        runner = build_runner(cfg, build_generator(cfg, policy, tok), tok, search)
+        runner = build_runner(cfg, build_generator(cfg, policy, tok), tok, search, greedy=cfg.collect.greedy)
         records = collect(runner, questions, rollouts=cfg.collect.rollouts, out_jsonl=per_question,
                           resume=args.resume, batch_size=cfg.collect.batch_questions, progress=progress)
         if distributed.is_main():
