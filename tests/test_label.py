@@ -194,3 +194,8 @@ def test_mined_negatives_reuse_another_questions_documents_without_the_answer():
         # the donor shares the most query words possible: the relation (both of the query's other words differ)
         assert donor["query"].split()[0] == base["query"].split()[0]
     assert mined_negatives(pairs, 0, seed=0) == []
+    # balancing fills the noisy class with mined negatives first, then collected noisy rows
+    one = mined_negatives(pairs, 1, seed=0)
+    out = balance(pairs + one[: len(one) // 2], seed=0)
+    noisy = [p for p in out if not p["useful"]]
+    assert len(noisy) == len(useful) and sum("negative_from" in p for p in noisy) == len(one) // 2

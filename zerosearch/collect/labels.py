@@ -84,8 +84,19 @@ def mined_negatives(pairs: list[dict[str, Any]], k: int, seed: int) -> list[dict
 
 
 def balance(pairs: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """Equal numbers of useful and noisy pairs (the larger class subsampled), shuffled."""
-    return balance_pairs(pairs, seed=seed, label=lambda p: p["useful"])
+    """Equal numbers of useful and noisy pairs, shuffled. The larger class is subsampled; mined negatives fill the
+    noisy class first (they are the contrast that teaches the instruction), then the collected noisy rows."""
+    mined = [p for p in pairs if "negative_from" in p]
+    if not mined:
+        return balance_pairs(pairs, seed=seed, label=lambda p: p["useful"])
+    rng = random.Random(seed)
+    useful = [p for p in pairs if p["useful"]]
+    natural = [p for p in pairs if not p["useful"] and "negative_from" not in p]
+    n = min(len(useful), len(mined) + len(natural))
+    from_mined = min(n, len(mined))
+    out = rng.sample(useful, n) + rng.sample(mined, from_mined) + rng.sample(natural, n - from_mined)
+    rng.shuffle(out)
+    return out
 
 
 def label_stats(pairs: list[dict[str, Any]], unlabelled: int, balanced: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -71,7 +71,8 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "data.max_test_examples": 4,
     "trainer.checkpoint_every": 1,
 }
-SMOKE_SCHEDULE = ToySchedule(simulator_steps=4, policy_steps=4, batch_size=8)
+SMOKE_SCHEDULE = ToySchedule(simulator_steps=4, policy_steps=4, batch_size=8, collect_questions=16, collect_rollouts=2,
+                              max_eval_pairs=8)
 
 
 def select(names: list[str] | None) -> list[Variant]:
