@@ -55,8 +55,9 @@ def _trainer(cfg, policy, tok, search, train):
 
 @pytest.mark.parametrize("algo", ["grpo", "reinforce_pp"])
 def test_reward_rises_on_easy_setting(toy, tmp_path, algo):
-    """Questions sharing one gold answer; the warm-start says it or a wrong word about half the time.
-    RL (sampling at temperature 1, no search needed) must shift the policy to the rewarded answer."""
+    """Questions sharing one gold answer; the warm-start says it or a wrong word (the rewarded one in about a
+    quarter of its samples, seed 0). RL (temperature 1, no search needed) must shift the policy towards the
+    rewarded answer: a rise of at least 0.3 in mean reward within 12 steps (measured: about +0.5)."""
     assets, world, tok, bm25 = toy
     by_gold: dict[str, list] = {}
     for q in world.train:
@@ -71,7 +72,7 @@ def test_reward_rises_on_easy_setting(toy, tmp_path, algo):
     rows = _trainer(cfg, policy, tok, bm25, train[:4]).fit(progress=False)
     first = sum(r["reward"] for r in rows[:3]) / 3
     last = sum(r["reward"] for r in rows[-3:]) / 3
-    assert last > first + 0.15 and last > 0.75, [round(r["reward"], 3) for r in rows]
+    assert last > first + 0.3 and last > 0.6, [round(r["reward"], 3) for r in rows]
 
 
 def test_loss_mask_excludes_every_information_token(toy, tmp_path):
