@@ -150,6 +150,18 @@ def test_torchrun_toy_training_two_steps(tmp_path):
     assert (out / "final" / "config.json").is_file()
 
 
+def _one_process_then_two_ranks(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Runs a row-writing command once as one process (`--out one.jsonl`) and once under torchrun on 2 ranks
+    (`--out two.jsonl`), one thread each so that both do bit-identical arithmetic; returns the torchrun run."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.jsonl")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=200)
+    assert single.returncode == 0, single.stderr[-3000:]
+    proc = _torchrun([*args, "--out", str(tmp_path / "two.jsonl")], timeout=200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
 def test_torchrun_eval_splits_questions_and_matches_one_process(tmp_path):
     """`torchrun -m zerosearch.cli eval` on 2 ranks writes the same rows, in the same order, as one process.
 
@@ -164,12 +176,7 @@ def test_torchrun_eval_splits_questions_and_matches_one_process(tmp_path):
         f"data.corpus_path={assets.corpus_path}", "data.max_test_examples=5", "search.backend=bm25",
         "rollout.max_turns=2", "rollout.max_new_tokens=8", f"out_dir={tmp_path}",
     ]  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.jsonl")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=200)
-    assert single.returncode == 0, single.stderr[-3000:]
-    proc = _torchrun([*args, "--out", str(tmp_path / "two.jsonl")], timeout=200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = _one_process_then_two_ranks(args, tmp_path)
 
     one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
@@ -178,7 +185,6 @@ def test_torchrun_eval_splits_questions_and_matches_one_process(tmp_path):
     assert summaries[0] == summaries[1]
     assert proc.stdout.count("average") == 1  # rank 0 alone prints the table
     assert sorted(p.name for p in tmp_path.glob("two*")) == ["two-summary.json", "two.jsonl"]  # no part files left
-
 
 
 def test_torchrun_collect_splits_questions_and_matches_one_process(tmp_path):
@@ -193,12 +199,7 @@ def test_torchrun_collect_splits_questions_and_matches_one_process(tmp_path):
         f"data.train_path={assets.train_path}", f"data.corpus_path={assets.corpus_path}", "search.backend=bm25",
         "collect.greedy=true", "rollout.max_turns=2", "rollout.max_new_tokens=8", f"out_dir={tmp_path}",
     ]  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.jsonl")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=200)
-    assert single.returncode == 0, single.stderr[-3000:]
-    proc = _torchrun([*args, "--out", str(tmp_path / "two.jsonl")], timeout=200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = _one_process_then_two_ranks(args, tmp_path)
     for suffix in (".questions.jsonl", ".jsonl"):
         one, two = ((tmp_path / f"{n}{suffix}").read_text() for n in ("one", "two"))
         assert one == two
