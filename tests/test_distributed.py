@@ -20,10 +20,15 @@ from zerosearch.runtime import distributed
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _torchrun(args: list[str], *, timeout: int, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def _python(args: list[str], *, timeout: int, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """One thread per process, so that one process and 2 ranks do bit-identical arithmetic."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _torchrun(args: list[str], *, timeout: int, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return _python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", *args],
+                   timeout=timeout, cwd=cwd)
 
 
 def _tiny_model(seed: int = 0):
@@ -152,10 +157,8 @@ def test_torchrun_toy_training_two_steps(tmp_path):
 
 def _one_process_then_two_ranks(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     """Runs a row-writing command once as one process (`--out one.jsonl`) and once under torchrun on 2 ranks
-    (`--out two.jsonl`), one thread each so that both do bit-identical arithmetic; returns the torchrun run."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.jsonl")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=200)
+    (`--out two.jsonl`); returns the torchrun run."""
+    single = _python([*args, "--out", str(tmp_path / "one.jsonl")], timeout=200)
     assert single.returncode == 0, single.stderr[-3000:]
     proc = _torchrun([*args, "--out", str(tmp_path / "two.jsonl")], timeout=200)
     assert proc.returncode == 0, proc.stderr[-4000:]
